@@ -1,0 +1,115 @@
+/*
+ * <aj/evhttp.h> -- libaj_evhttp: managed jobs for libevent's HTTP server.
+ *
+ * aiojobs.aiohttp for evhttp: a scheduler per server (setup), jobs spawned
+ * from requests (spawn), lookup through nested virtual hosts
+ * (get_scheduler), whole handlers run as jobs (atomic), load shedding with
+ * 503 + Retry-After, and a graceful shutdown after which evhttp_free() is
+ * safe.  Built on the public <aj/aj.h> API only.
+ *
+ * Threading: the registry of servers is safe to use from several threads,
+ * each running its own event_base and servers.  Each scheduler belongs to
+ * the thread running its base.
+ */
+#ifndef AJ_EVHTTP_H
+#define AJ_EVHTTP_H
+
+#include <aj/aj.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct evhttp;
+struct evhttp_request;
+struct evbuffer;
+
+/*
+ * Creates the scheduler of `http` on `base` (configure it with the
+ * aj_scheduler_set_* calls).  The adapter owns it: aj_evhttp_shutdown()
+ * frees it.  Returns NULL with EINVAL, EEXIST (http has one already) or
+ * ENOMEM.
+ */
+AJ_EXPORT aj_scheduler *aj_evhttp_setup(struct evhttp *http, struct event_base *base);
+
+/*
+ * Adds `vhost` to `parent` exactly as evhttp_add_virtual_host() does and
+ * records the relation, so that requests served by vhost resolve to its
+ * scheduler, else its nearest parent's.  Returns 0, or -1 with EINVAL,
+ * EEXIST (libevent refused: vhost already a vhost) or ENOMEM.
+ */
+AJ_EXPORT int aj_evhttp_add_virtual_host(struct evhttp *parent, const char *pattern,
+                                         struct evhttp *vhost);
+
+/*
+ * The scheduler serving `req`: that of the most specific registered server
+ * whose alias or pattern matches the request's host (as libevent 2.1's
+ * evhttp_find_vhost chooses), else its nearest parent's.  Returns NULL with
+ * errno ENOENT, and logs that aj_evhttp_setup() was not called, when none.
+ */
+AJ_EXPORT aj_scheduler *aj_evhttp_get_scheduler(struct evhttp_request *req);
+/* The server's own scheduler, or NULL (no parents consulted). */
+AJ_EXPORT aj_scheduler *aj_evhttp_get_scheduler_from_server(struct evhttp *http);
+/* As aj_evhttp_get_scheduler() but silent: NULL if none in the chain. */
+AJ_EXPORT aj_scheduler *aj_evhttp_get_scheduler_from_request(struct evhttp_request *req);
+
+/*
+ * aj_spawn() on the request's scheduler.  The job is not tied to the request
+ * (it may outlive it).  NULL with errno as aj_spawn(), or ENOENT.
+ */
+AJ_EXPORT aj_job *aj_evhttp_spawn(struct evhttp_request *req, const struct aj_job_ops *ops,
+                                  void *arg);
+
+typedef void (*aj_atomic_handler)(aj_job *job, struct evhttp_request *req, void *arg);
+
+/*
+ * Registers `handler` for `path` (as evhttp_set_cb) and runs each request as
+ * a job of the serving scheduler.  The handler is the job's start: it answers
+ * with aj_evhttp_reply() (the job then succeeds), or calls
+ * aj_job_done(job, error, NULL) without replying: the client gets 500 (503
+ * if error is ECANCELED).  It may arm aj_job_set_cancel().  The outcome goes
+ * to the client and is never reported to the exception handler.  The
+ * scheduler's wait timeout bounds the handler: when it passes the job is
+ * cancelled and the client gets 503.  If the client goes away first the job
+ * still runs to its end and its reply is dropped.  Queue full or scheduler
+ * closed: 503 with Retry-After, no job made; no scheduler: 500 and a log.
+ * Returns 0, or -1 with EINVAL, EEXIST (path taken) or ENOMEM.
+ */
+AJ_EXPORT int aj_atomic(struct evhttp *http, const char *path, aj_atomic_handler handler,
+                        void *arg);
+/* As aj_atomic() for every request no other callback matched
+ * (evhttp_set_gencb).  Returns 0, or -1 with EINVAL or ENOMEM. */
+AJ_EXPORT int aj_atomic_gencb(struct evhttp *http, aj_atomic_handler handler, void *arg);
+
+/* The request an atomic job serves, or NULL once the client went away (or
+ * for a job that is not atomic). */
+AJ_EXPORT struct evhttp_request *aj_evhttp_request(const aj_job *job);
+
+/*
+ * Sends the reply of an atomic job (body may be NULL; its contents are
+ * drained into the reply) and finishes the job with success.  Returns 0, or
+ * -1 with ENOTCONN if the client went away (the job still finishes with
+ * success), EINVAL if job is not an atomic job or already replied.
+ */
+AJ_EXPORT int aj_evhttp_reply(aj_job *job, int code, const char *reason, struct evbuffer *body);
+
+typedef void (*aj_evhttp_cb)(struct evhttp *http, void *arg);
+
+/*
+ * Graceful stop of `http` and its registered vhosts: stops accepting new
+ * connections, wait-and-closes their schedulers (timeout NULL = each
+ * scheduler's wait timeout), answers every request still held by a job with
+ * 503 and Retry-After, waits (about 2 s at most) until those answers are
+ * written or their connections closed, frees the schedulers, forgets the
+ * servers, then calls cb(http, arg) from the loop.  After cb the caller may
+ * evhttp_free(http).  Returns 0, or -1 with ENOENT (no server in the tree has
+ * a scheduler), EINVAL, EALREADY or ENOMEM.
+ */
+AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *timeout,
+                                 aj_evhttp_cb cb, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AJ_EVHTTP_H */

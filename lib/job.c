@@ -1,1 +1,857 @@
-/* placeholder */
+/*
+ * job.c -- the job state machine (the diagram is in aj-internal.h).
+ *
+ * job_move() is the one function that changes a job's state, and it keeps
+ * the scheduler's books with it: which list the job is on, the active and
+ * pending counts, the size.  Everything else decides *when* to move; what a
+ * move means is written once, here.
+ *
+ * Invariants:
+ *  - size == nactive + npending == the jobs on s->jobs (PENDING..CLOSING);
+ *  - a job is on the run queue at most once; what the loop does with it
+ *    depends on its state when it gets there (aj__job_run);
+ *  - release runs exactly once, from the loop (or aj_scheduler_free), when
+ *    the job is FINISHED or LET_GO_DONE, has no waiter and no reference.
+ */
+#include "aj-internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Waiters: aj_job_wait and aj_job_close records, in call order. */
+enum aj__waiter_kind {
+    AJ__WAIT,              /* aj_job_wait: gets the outcome */
+    AJ__WAIT_EXPIRED,      /* its timeout passed: the job is being closed */
+    AJ__CLOSE              /* aj_job_close: gets the close outcome */
+};
+
+struct aj__waiter {
+    struct aj__waiter *next, *prev;  /* circular, job->waiters is the first */
+    struct aj__timer timer;
+    aj_job *job;
+    aj_job_cb cb;                    /* may be NULL for a close */
+    void *cbarg;
+    int kind;
+};
+
+static uint64_t aj__spawn_seq;        /* "job-N": spawns in the process */
+
+static void waiters_stop_timers(aj_job *job)
+{
+    struct aj__waiter *w = job->waiters;
+
+    if (w) {
+        do {
+            aj__timer_stop(&w->timer);
+            w = w->next;
+        } while (w != job->waiters);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The state machine                                                   */
+/* ------------------------------------------------------------------ */
+
+static void count_outcome(aj_scheduler *s, int error)
+{
+    if (error == 0)
+        s->stats.succeeded++;
+    else if (error == ECANCELED)
+        s->stats.cancelled++;
+    else
+        s->stats.failed++;
+}
+
+/*
+ * Moves job to state `to`, keeping the scheduler's lists and counts.
+ * Legal moves: EMBRYO->PENDING|STARTING, PENDING->STARTING|FINISHING,
+ * STARTING->RUNNING|FINISHING, RUNNING->CLOSING|FINISHING|LET_GO,
+ * CLOSING->FINISHING|LET_GO, FINISHING->FINISHED, LET_GO->LET_GO_DONE,
+ * and FINISHING|FINISHED->LET_GO_DONE when a scheduler is freed with
+ * references still held.
+ */
+static void job_move(aj_job *job, enum aj__job_state to)
+{
+    aj_scheduler *s = job->owner.sched;
+    enum aj__job_state from = aj__job_state(job);
+
+    /* Leave `from`. */
+    switch (from) {
+    case AJ__JOB_PENDING:
+        aj__q_remove(&job->call.link);
+        s->npending--;
+        break;
+    case AJ__JOB_STARTING:
+    case AJ__JOB_RUNNING:
+    case AJ__JOB_CLOSING:
+        if (to == AJ__JOB_FINISHING || to == AJ__JOB_LET_GO) {
+            s->nactive--;
+            if (job->call.queued)
+                aj__runq_remove(s, &job->call);
+            if (job->ext)
+                aj__timer_stop(&job->ext->timer);
+        }
+        break;
+    default:
+        break;
+    }
+
+    job->call.state = (uint8_t)to;
+
+    /* Enter `to`. */
+    switch (to) {
+    case AJ__JOB_PENDING:
+        aj__q_insert_tail(&s->jobs, &job->node);
+        aj__q_insert_tail(&s->pending, &job->call.link);
+        if (++s->npending > s->stats.pending_peak)
+            s->stats.pending_peak = s->npending;
+        break;
+    case AJ__JOB_STARTING:
+        if (from == AJ__JOB_EMBRYO)
+            aj__q_insert_tail(&s->jobs, &job->node);
+        s->nactive++;
+        aj__runq_push(s, &job->call);
+        break;
+    case AJ__JOB_FINISHING:
+        aj__q_remove(&job->node);
+        aj__q_insert_tail(&s->finished, &job->node);
+        waiters_stop_timers(job);   /* the outcome is known: no wait expires */
+        count_outcome(s, job->call.error);
+        aj__runq_push(s, &job->call);
+        aj__sched_job_left(s);
+        break;
+    case AJ__JOB_CLOSING:
+        /* A closed job is no longer "active": its job timeout stops, unless
+         * the timer already counts the close that timeout started. */
+        if (job->ext && !job->ext->timer_closing)
+            aj__timer_stop(&job->ext->timer);
+        break;
+    case AJ__JOB_LET_GO:
+        aj__q_remove(&job->node);
+        s->stats.cancelled++;
+        job->owner.base = s->base;
+        aj__sched_job_left(s);
+        break;
+    case AJ__JOB_LET_GO_DONE:
+        if (from == AJ__JOB_FINISHING || from == AJ__JOB_FINISHED) {
+            aj__q_remove(&job->node);
+            if (job->call.queued)
+                aj__runq_remove(s, &job->call);
+            job->owner.base = s->base;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Creation, admission, start                                          */
+/* ------------------------------------------------------------------ */
+
+aj_job *aj__job_new(aj_scheduler *s, const struct aj_job_ops *ops, void *arg)
+{
+    aj_job *job = aj__malloc(sizeof *job);
+    if (!job)
+        return NULL;
+    aj__q_init(&job->call.link);
+    job->call.kind = AJ__CALL_JOB;
+    job->call.queued = 0;
+    job->call.state = AJ__JOB_EMBRYO;
+    job->call.flags = 0;
+    job->call.error = 0;
+    aj__q_init(&job->node);
+    job->owner.sched = s;
+    job->ops = ops;
+    job->arg = arg;
+    job->result = NULL;
+    job->ext = NULL;
+    job->waiters = NULL;
+    job->seq = 0;
+    job->refs = 0;
+    return job;
+}
+
+static void ext_free(struct aj__job_ext *ext)
+{
+    if (!ext)
+        return;
+    aj__free(ext->name);
+    aj__free(ext->frames);
+    aj__free(ext);
+}
+
+void aj__job_free_embryo(aj_job *job)
+{
+    ext_free(job->ext);
+    aj__free(job);
+}
+
+static void job_timer_fire(struct aj__timer *t);
+
+struct aj__job_ext *aj__job_ext(aj_job *job)
+{
+    if (!job->ext) {
+        struct aj__job_ext *ext = aj__calloc(1, sizeof *ext);
+        if (!ext)
+            return NULL;
+        aj__timer_init(&ext->timer, job_timer_fire);
+        ext->job = job;
+        job->ext = ext;
+    }
+    return job->ext;
+}
+
+/* Admits an EMBRYO job: counted from now on, active if a slot is free. */
+void aj__job_admit(aj_scheduler *s, aj_job *job)
+{
+    job->seq = __atomic_add_fetch(&aj__spawn_seq, 1, __ATOMIC_RELAXED);
+    s->stats.spawned++;
+    if (s->debug)
+        aj__capture_stack(job);
+    if (s->limit == 0 || s->nactive < s->limit)
+        job_move(job, AJ__JOB_STARTING);
+    else
+        job_move(job, AJ__JOB_PENDING);
+}
+
+void aj__job_promote(aj_scheduler *s, aj_job *job)
+{
+    AJ__UNUSED(s);
+    job_move(job, AJ__JOB_STARTING);
+}
+
+static void job_arm_timeout(aj_scheduler *s, aj_job *job)
+{
+    const struct timeval *tv = NULL;
+    struct aj__job_ext *ext = job->ext;
+
+    if (ext && ext->timeout_set)
+        tv = ext->timeout_none ? NULL : &ext->timeout;
+    else if (s->has_job_timeout)
+        tv = &s->job_timeout;
+    if (!tv)
+        return;
+    ext = aj__job_ext(job);
+    if (!ext || aj__timer_start(s, &ext->timer, tv) < 0)
+        aj_log(EVENT_LOG_ERR, "job %s: out of memory, it runs without its job timeout",
+               aj_job_name(job));
+    else
+        ext->timer_closing = 0;
+}
+
+static void job_start(aj_scheduler *s, aj_job *job)
+{
+    job_move(job, AJ__JOB_RUNNING);
+    s->stats.started++;
+    if (s->has_job_timeout || (job->ext && job->ext->timeout_set))
+        job_arm_timeout(s, job);
+    job->ops->start(job, job->arg);
+}
+
+/* Calls the job's cancel hook, whichever is current. */
+void aj__job_cancel_now(aj_job *job)
+{
+    struct aj__job_ext *ext = job->ext;
+
+    job->call.flags &= (uint8_t)~AJ__JOB_CANCEL_OWED;
+    if (ext && ext->cancel_set) {
+        if (ext->cancel)
+            ext->cancel(job, ext->cancel_arg);
+    } else if (job->ops->cancel) {
+        job->ops->cancel(job, job->arg);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Waiters                                                             */
+/* ------------------------------------------------------------------ */
+
+static void waiter_unlink(struct aj__waiter *w)
+{
+    aj_job *job = w->job;
+
+    if (w->next == w) {
+        job->waiters = NULL;
+    } else {
+        w->prev->next = w->next;
+        w->next->prev = w->prev;
+        if (job->waiters == w)
+            job->waiters = w->next;
+    }
+    w->next = w->prev = w;
+    aj__timer_stop(&w->timer);
+}
+
+static void waiter_link(aj_job *job, struct aj__waiter *w)
+{
+    struct aj__waiter *first = job->waiters;
+
+    if (!first) {
+        w->next = w->prev = w;
+        job->waiters = w;
+    } else {
+        w->next = first;
+        w->prev = first->prev;
+        first->prev->next = w;
+        first->prev = w;
+    }
+}
+
+/* What waiter w receives from a job that finished with `error`. */
+static int waiter_value(const struct aj__waiter *w, int error)
+{
+    switch (w->kind) {
+    case AJ__WAIT_EXPIRED:
+        return ETIMEDOUT;
+    case AJ__CLOSE:
+        return (error == 0 || error == ECANCELED) ? 0 : error;
+    default:
+        return error;
+    }
+}
+
+static void waiter_call(struct aj__waiter *w, int error, void *result)
+{
+    aj_job *job = w->job;
+
+    waiter_unlink(w);
+    if (w->cb)
+        w->cb(job, error, result, w->cbarg);
+    aj__free(w);
+}
+
+/*
+ * Calls every waiter of the job, including ones added meanwhile.  With
+ * forced_error != 0 (a let-go or a free) each gets that, else what its kind
+ * gets from the job's outcome.
+ */
+void aj__job_deliver_waiters(aj_job *job, int forced_error)
+{
+    job->refs++;                    /* the job outlives its callbacks */
+    while (job->waiters) {
+        struct aj__waiter *w = job->waiters;
+        int err = forced_error ? forced_error : waiter_value(w, job->call.error);
+        waiter_call(w, err, forced_error ? NULL : job->result);
+    }
+    job->refs--;
+}
+
+static void waiter_timer_fire(struct aj__timer *t);
+
+static struct aj__waiter *waiter_new(aj_job *job, int kind, aj_job_cb cb, void *cbarg)
+{
+    struct aj__waiter *w = aj__malloc(sizeof *w);
+    if (!w)
+        return NULL;
+    w->next = w->prev = w;
+    aj__timer_init(&w->timer, waiter_timer_fire);
+    w->job = job;
+    w->cb = cb;
+    w->cbarg = cbarg;
+    w->kind = kind;
+    return w;
+}
+
+static void release_soon(aj_job *job);
+
+/* A job's reference or waiter went away: release it if that was the last. */
+static void job_maybe_release(aj_job *job, int from_loop)
+{
+    if (job->refs || job->waiters || job->call.queued)
+        return;
+    switch (aj__job_state(job)) {
+    case AJ__JOB_FINISHED:
+        if (job->owner.sched->freeing)
+            return;                 /* aj_scheduler_free releases it */
+        if (from_loop)
+            aj__job_free_release(job);
+        else
+            aj__runq_push(job->owner.sched, &job->call);
+        break;
+    case AJ__JOB_LET_GO_DONE:
+        release_soon(job);
+        break;
+    default:
+        break;
+    }
+}
+
+static void waiter_timer_fire(struct aj__timer *t)
+{
+    struct aj__waiter *w = aj__q_data(t, struct aj__waiter, timer);
+    aj_job *job = w->job;
+    aj_scheduler *s = job->owner.sched;
+
+    if (w->kind == AJ__WAIT && aj__job_counted(job)) {
+        /* aiojobs: a wait that times out closes the job; the waiter gets
+         * ETIMEDOUT once that close ended (job finished or close timeout). */
+        const struct timeval *ctv = aj__sched_close_tv(s);
+        w->kind = AJ__WAIT_EXPIRED;
+        aj__job_close(job);
+        if (!aj__job_counted(job) || !ctv)
+            return;                 /* delivered when the job finishes */
+        if (aj__timer_start(s, t, ctv) == 0)
+            return;
+        /* no memory for the close timer: end the wait now */
+    } else {
+        s->stats.close_timeouts++;   /* a close gave up on a running job */
+    }
+    job->refs++;
+    waiter_call(w, ETIMEDOUT, NULL);
+    job->refs--;
+    job_maybe_release(job, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Finishing, reporting, releasing                                     */
+/* ------------------------------------------------------------------ */
+
+static void job_report(aj_scheduler *s, aj_job *job)
+{
+    int err = job->call.error;
+
+    job->refs++;
+    aj__job_deliver_waiters(job, 0);
+    if (!(job->call.flags & AJ__JOB_EXPLICIT) && err != 0 && err != ECANCELED)
+        aj__report_job(s, job, AJ__MSG_FAILED, err);
+    if (s->done_cb)
+        s->done_cb(s, job, err, job->result, s->done_arg);
+    job_move(job, AJ__JOB_FINISHED);
+    job->refs--;
+}
+
+/* Runs whatever the loop owes the job, by its state. */
+void aj__job_run(aj_scheduler *s, aj_job *job)
+{
+    switch (aj__job_state(job)) {
+    case AJ__JOB_STARTING:
+        job_start(s, job);
+        return;
+    case AJ__JOB_CLOSING:
+        if (job->call.flags & AJ__JOB_CANCEL_OWED)
+            aj__job_cancel_now(job);
+        return;
+    case AJ__JOB_FINISHING:
+        job_report(s, job);
+        break;
+    case AJ__JOB_FINISHED:
+        aj__job_deliver_waiters(job, 0);
+        break;
+    default:
+        return;
+    }
+    job_maybe_release(job, 1);
+}
+
+void aj__job_free_release(aj_job *job)
+{
+    const struct aj_job_ops *ops = job->ops;
+    void *arg = job->arg;
+
+    aj__q_remove(&job->node);
+    ext_free(job->ext);
+    aj__free(job);
+    if (ops->release)
+        ops->release(arg);
+}
+
+static void release_cb(evutil_socket_t fd, short what, void *arg)
+{
+    aj_job *job = arg;
+    AJ__UNUSED(fd);
+    AJ__UNUSED(what);
+    if (job->refs == 0)
+        aj__job_free_release(job);
+    else
+        job->call.queued = 0;       /* a ref came back: the last unref releases */
+}
+
+/* Releases a job that has no scheduler any more, from its base's loop. */
+static void release_soon(aj_job *job)
+{
+    if (job->call.queued)
+        return;
+    job->call.queued = 1;           /* a release is on its way */
+    if (event_base_once(job->owner.base, -1, EV_TIMEOUT, release_cb, job, NULL) < 0) {
+        aj_log(EVENT_LOG_ERR, "job %s: cannot schedule its release on the loop; releasing now",
+               aj_job_name(job));
+        aj__job_free_release(job);
+    }
+}
+
+/* aj_scheduler_free: a finished job is released now, or, if references are
+ * still held, when the last one is dropped (from its base's loop). */
+void aj__job_release_or_orphan(aj_job *job)
+{
+    aj__runq_remove(job->owner.sched, &job->call);
+    if (job->refs == 0) {
+        aj__job_free_release(job);
+    } else {
+        job_move(job, AJ__JOB_LET_GO_DONE);
+        job->call.queued = 0;
+    }
+}
+
+/* Discards a job that never started: it finishes as cancelled. */
+static void job_discard(aj_job *job)
+{
+    aj_scheduler *s = job->owner.sched;
+
+    job->call.error = ECANCELED;
+    job->call.flags |= AJ__JOB_DISCARDED;
+    job_move(job, AJ__JOB_FINISHING);
+    aj__pump(s);
+}
+
+/* Asks the job to stop: discards it if it never started, else cancels. */
+void aj__job_close(aj_job *job)
+{
+    switch (aj__job_state(job)) {
+    case AJ__JOB_PENDING:
+    case AJ__JOB_STARTING:
+        job_discard(job);
+        break;
+    case AJ__JOB_RUNNING:
+        job_move(job, AJ__JOB_CLOSING);
+        job->call.flags |= AJ__JOB_CANCEL_OWED;
+        aj__runq_push(job->owner.sched, &job->call);
+        break;
+    default:
+        break;
+    }
+}
+
+/*
+ * The scheduler gives up on a running job: its waiters get waiter_error
+ * now, and it goes on without the scheduler until it calls aj_job_done.
+ * Called from the loop (close timeout) or aj_scheduler_free.
+ */
+void aj__job_let_go(aj_job *job, int waiter_error)
+{
+    job->call.flags &= (uint8_t)~AJ__JOB_CANCEL_OWED;
+    job_move(job, AJ__JOB_LET_GO);
+    aj__job_deliver_waiters(job, waiter_error);
+}
+
+/* aj_scheduler_free: an admitted aj_spawn_async job whose callback never ran
+ * never existed for the caller; it goes without release. */
+void aj__job_discard_silently(aj_job *job)
+{
+    aj_scheduler *s = job->owner.sched;
+
+    switch (aj__job_state(job)) {
+    case AJ__JOB_PENDING:
+        aj__q_remove(&job->call.link);
+        s->npending--;
+        break;
+    case AJ__JOB_STARTING:
+        s->nactive--;
+        aj__runq_remove(s, &job->call);
+        break;
+    default:
+        aj__runq_remove(s, &job->call);
+        break;
+    }
+    aj__q_remove(&job->node);
+    aj__job_free_embryo(job);
+}
+
+/* ------------------------------------------------------------------ */
+/* Job timeout (3.7)                                                   */
+/* ------------------------------------------------------------------ */
+
+static void job_timer_fire(struct aj__timer *t)
+{
+    struct aj__job_ext *ext = aj__q_data(t, struct aj__job_ext, timer);
+    aj_job *job = ext->job;
+    aj_scheduler *s = job->owner.sched;
+    const struct timeval *ctv;
+
+    if (!aj__job_counted(job))
+        return;
+    if (!ext->timer_closing) {
+        /* The job timeout passed: close the job as a wait timeout does. */
+        job->call.flags |= AJ__JOB_TIMED_OUT;
+        s->stats.job_timeouts++;
+        aj__job_close(job);
+        ctv = aj__sched_close_tv(s);
+        if (ctv && aj__job_counted(job)) {
+            ext->timer_closing = 1;
+            if (aj__timer_start(s, t, ctv) < 0) {
+                ext->timer_closing = 0;
+                aj_log(EVENT_LOG_ERR, "job %s: out of memory for its close timeout",
+                       aj_job_name(job));
+            }
+        }
+        return;
+    }
+    /* The close that followed the job timeout gave up on the job: it keeps
+     * its slot until it calls aj_job_done. */
+    s->stats.close_timeouts++;
+    if (!(job->call.flags & AJ__JOB_EXPLICIT))
+        aj__report_job(s, job, AJ__MSG_TIMED_OUT, ETIMEDOUT);
+}
+
+/* ------------------------------------------------------------------ */
+/* Public API                                                          */
+/* ------------------------------------------------------------------ */
+
+AJ_EXPORT void aj_job_done(aj_job *job, int error, void *result)
+{
+    if (!job) {
+        aj_log(EVENT_LOG_WARN, "aj_job_done: NULL job ignored");
+        return;
+    }
+    switch (aj__job_state(job)) {
+    case AJ__JOB_RUNNING:
+    case AJ__JOB_CLOSING:
+        job->call.error = (job->call.flags & AJ__JOB_TIMED_OUT) ? ETIMEDOUT : error;
+        job->result = result;
+        job->call.flags &= (uint8_t)~AJ__JOB_CANCEL_OWED;
+        job_move(job, AJ__JOB_FINISHING);
+        aj__pump(job->owner.sched);
+        break;
+    case AJ__JOB_LET_GO:
+        job->call.error = error;
+        job->result = result;
+        job_move(job, AJ__JOB_LET_GO_DONE);
+        job_maybe_release(job, 0);
+        break;
+    case AJ__JOB_FINISHING:
+    case AJ__JOB_FINISHED:
+    case AJ__JOB_LET_GO_DONE:
+        aj_log(EVENT_LOG_WARN, "aj_job_done called twice on job %s (error %d ignored)",
+               aj_job_name(job), error);
+        break;
+    default:
+        aj_log(EVENT_LOG_ERR, "aj_job_done on job %s, which has not started: ignored",
+               aj_job_name(job));
+        break;
+    }
+}
+
+/* Shared by wait and close: the checks both make. */
+static int job_waitable(const aj_job *job, const struct timeval *tv)
+{
+    if (!job || (tv && !aj__timeval_valid(tv))) {
+        errno = EINVAL;
+        return -1;
+    }
+    switch (aj__job_state(job)) {
+    case AJ__JOB_LET_GO:
+    case AJ__JOB_LET_GO_DONE:
+        errno = ESHUTDOWN;
+        return -1;
+    case AJ__JOB_EMBRYO:
+        errno = EINVAL;
+        return -1;
+    default:
+        if (job->owner.sched->freeing) {
+            errno = ESHUTDOWN;
+            return -1;
+        }
+        return 0;
+    }
+}
+
+/* A waiter on a finished job is answered from the loop. */
+static void waiter_add_finished(aj_job *job, struct aj__waiter *w)
+{
+    waiter_link(job, w);
+    aj__runq_push(job->owner.sched, &job->call);
+}
+
+AJ_EXPORT int aj_job_wait(aj_job *job, const struct timeval *timeout, aj_job_cb cb, void *cbarg)
+{
+    struct aj__waiter *w;
+    aj_scheduler *s;
+
+    if (job_waitable(job, timeout) < 0)
+        return -1;
+    if (!cb) {
+        errno = EINVAL;
+        return -1;
+    }
+    s = job->owner.sched;
+    w = waiter_new(job, AJ__WAIT, cb, cbarg);
+    if (!w)
+        return -1;
+    if (!aj__job_counted(job)) {
+        waiter_add_finished(job, w);
+    } else {
+        if (!timeout && s->has_wait_timeout)
+            timeout = &s->wait_timeout;
+        if (timeout && aj__timer_start(s, &w->timer, timeout) < 0) {
+            aj__free(w);
+            return -1;
+        }
+        waiter_link(job, w);
+    }
+    job->call.flags |= AJ__JOB_EXPLICIT;
+    return 0;
+}
+
+AJ_EXPORT int aj_job_close(aj_job *job, const struct timeval *timeout, aj_job_cb cb, void *cbarg)
+{
+    struct aj__waiter *w;
+    aj_scheduler *s;
+
+    if (job_waitable(job, timeout) < 0)
+        return -1;
+    s = job->owner.sched;
+    w = waiter_new(job, AJ__CLOSE, cb, cbarg);
+    if (!w)
+        return -1;
+    job->call.flags |= AJ__JOB_EXPLICIT;
+    if (!aj__job_counted(job)) {
+        waiter_add_finished(job, w);
+        return 0;
+    }
+    if (aj__job_state(job) == AJ__JOB_RUNNING || aj__job_state(job) == AJ__JOB_CLOSING) {
+        if (!timeout)
+            timeout = aj__sched_close_tv(s);
+        if (timeout && aj__timer_start(s, &w->timer, timeout) < 0) {
+            aj__free(w);
+            return -1;
+        }
+    }
+    waiter_link(job, w);
+    aj__job_close(job);             /* a discarded job is now FINISHING */
+    return 0;
+}
+
+AJ_EXPORT int aj_job_active(const aj_job *job)
+{
+    return job && (aj__job_state(job) == AJ__JOB_STARTING || aj__job_state(job) == AJ__JOB_RUNNING);
+}
+
+AJ_EXPORT int aj_job_pending(const aj_job *job)
+{
+    return job && aj__job_state(job) == AJ__JOB_PENDING;
+}
+
+AJ_EXPORT int aj_job_closed(const aj_job *job)
+{
+    return job && aj__job_state(job) >= AJ__JOB_CLOSING;
+}
+
+AJ_EXPORT const char *aj_job_name(const aj_job *job)
+{
+    aj_job *j = (aj_job *)job;      /* the generated name is made lazily */
+    struct aj__job_ext *ext;
+    char buf[32];
+
+    if (!job)
+        return NULL;
+    if (job->ext && job->ext->name)
+        return job->ext->name;
+    if (job->ops->name)
+        return job->ops->name;
+    ext = aj__job_ext(j);
+    if (ext) {
+        snprintf(buf, sizeof buf, "job-%" PRIu64, job->seq);
+        ext->name = aj__strdup(buf);
+        if (ext->name)
+            return ext->name;
+    }
+    return "job";                   /* out of memory: a name all the same */
+}
+
+AJ_EXPORT int aj_job_set_name(aj_job *job, const char *name)
+{
+    struct aj__job_ext *ext;
+    char *copy = NULL;
+
+    if (!job) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (name && !(copy = aj__strdup(name)))
+        return -1;
+    ext = aj__job_ext(job);
+    if (!ext) {
+        aj__free(copy);
+        return -1;
+    }
+    aj__free(ext->name);
+    ext->name = copy;
+    return 0;
+}
+
+AJ_EXPORT void *aj_job_arg(const aj_job *job)
+{
+    return job ? job->arg : NULL;
+}
+
+AJ_EXPORT aj_scheduler *aj_job_scheduler(const aj_job *job)
+{
+    return job && aj__job_counted(job) ? job->owner.sched : NULL;
+}
+
+AJ_EXPORT void aj_job_set_cancel(aj_job *job, void (*cancel)(aj_job *, void *), void *cbarg)
+{
+    struct aj__job_ext *ext;
+
+    if (!job)
+        return;
+    ext = aj__job_ext(job);
+    if (!ext) {
+        aj_log(EVENT_LOG_ERR, "aj_job_set_cancel(%s): out of memory, cancel hook unchanged",
+               aj_job_name(job));
+        return;
+    }
+    ext->cancel = cancel;
+    ext->cancel_arg = cbarg;
+    ext->cancel_set = 1;
+    /* A close already asked for reaches the hook of the new state too. */
+    if (cancel && aj__job_state(job) == AJ__JOB_CLOSING && !job->owner.sched->freeing) {
+        job->call.flags |= AJ__JOB_CANCEL_OWED;
+        aj__runq_push(job->owner.sched, &job->call);
+    }
+}
+
+AJ_EXPORT aj_job *aj_job_ref(aj_job *job)
+{
+    if (job)
+        job->refs++;
+    return job;
+}
+
+AJ_EXPORT void aj_job_unref(aj_job *job)
+{
+    if (!job)
+        return;
+    if (job->refs == 0) {
+        aj_log(EVENT_LOG_WARN, "aj_job_unref(%s): no reference to drop", aj_job_name(job));
+        return;
+    }
+    if (--job->refs == 0)
+        job_maybe_release(job, 0);
+}
+
+AJ_EXPORT int aj_job_set_timeout(aj_job *job, const struct timeval *tv)
+{
+    struct aj__job_ext *ext;
+    aj_scheduler *s;
+
+    if (!job || (tv && !aj__timeval_valid(tv)) || !aj__job_counted(job)) {
+        errno = EINVAL;
+        return -1;
+    }
+    s = job->owner.sched;
+    ext = aj__job_ext(job);
+    if (!ext)
+        return -1;
+    ext->timeout_set = 1;
+    ext->timeout_none = tv == NULL;
+    if (tv)
+        ext->timeout = *tv;
+    if (aj__job_state(job) == AJ__JOB_RUNNING && !ext->timer_closing) {
+        aj__timer_stop(&ext->timer);
+        if (tv && aj__timer_start(s, &ext->timer, tv) < 0)
+            return -1;
+    }
+    return 0;
+}

@@ -1,1 +1,193 @@
-/* placeholder */
+/*
+ * timer.c -- timers without a struct event each.
+ *
+ * A scheduler's timeouts come in few distinct durations (the wait timeout,
+ * the close timeout, the job timeout, a caller's own).  Timers of one
+ * duration expire in the order they were started, so each duration gets one
+ * queue, kept in deadline order by appending, and one libevent timer armed
+ * for the queue's head.  Starting or stopping a timer is O(1) and allocates
+ * nothing once its duration has a queue; finding the queue walks the few
+ * durations in use (most recently used first).
+ *
+ * Invariant: a queue's libevent timer is pending exactly when the queue is
+ * not empty, so an idle scheduler never keeps event_base_dispatch() alive.
+ */
+#include "aj-internal.h"
+
+#include <string.h>
+#include <time.h>
+
+/* Empty queues kept for reuse before they are freed. */
+#define AJ__TIMERQ_KEEP 8
+
+struct aj__timerq {
+    struct aj__q link;              /* s->timerqs, most recently used first */
+    struct timeval duration;
+    struct aj__q timers;
+    struct event *ev;
+    aj_scheduler *s;
+    int firing;                     /* inside timerq_cb: do not free */
+};
+
+static void monotonic_now(struct timeval *tv)
+{
+#if defined(HAVE_CLOCK_GETTIME) && defined(CLOCK_MONOTONIC)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+        tv->tv_sec = ts.tv_sec;
+        tv->tv_usec = ts.tv_nsec / 1000;
+        return;
+    }
+#endif
+    gettimeofday(tv, NULL);
+}
+
+int aj__timeval_valid(const struct timeval *tv)
+{
+    return tv->tv_sec >= 0 && tv->tv_usec >= 0 && tv->tv_usec < 1000000;
+}
+
+void aj__timer_init(struct aj__timer *t, void (*fire)(struct aj__timer *))
+{
+    aj__q_init(&t->link);
+    t->tq = NULL;
+    t->fire = fire;
+    t->deadline.tv_sec = 0;
+    t->deadline.tv_usec = 0;
+}
+
+static void timerq_arm(struct aj__timerq *tq, const struct timeval *now)
+{
+    struct aj__timer *head = aj__q_data(tq->timers.next, struct aj__timer, link);
+    struct timeval rel;
+
+    if (evutil_timercmp(&head->deadline, now, >))
+        evutil_timersub(&head->deadline, now, &rel);
+    else
+        rel.tv_sec = rel.tv_usec = 0;
+    event_add(tq->ev, &rel);
+}
+
+static void timerq_free(struct aj__timerq *tq)
+{
+    aj__q_remove(&tq->link);
+    tq->s->ntimerqs--;
+    event_free(tq->ev);
+    aj__free(tq);
+}
+
+static void timerq_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct aj__timerq *tq = arg;
+    aj_scheduler *s = tq->s;
+    struct timeval now;
+    AJ__UNUSED(fd);
+    AJ__UNUSED(what);
+
+    monotonic_now(&now);
+    tq->firing = 1;
+    while (!aj__q_empty(&tq->timers)) {
+        struct aj__timer *t = aj__q_data(tq->timers.next, struct aj__timer, link);
+        if (evutil_timercmp(&t->deadline, &now, >))
+            break;
+        aj__q_remove(&t->link);
+        t->tq = NULL;
+        t->fire(t);   /* may start and stop timers, on this queue too */
+    }
+    tq->firing = 0;
+    if (!aj__q_empty(&tq->timers))
+        timerq_arm(tq, &now);
+    else if (s->ntimerqs > AJ__TIMERQ_KEEP)
+        timerq_free(tq);
+}
+
+static struct aj__timerq *timerq_get(aj_scheduler *s, const struct timeval *dur)
+{
+    struct aj__q *n;
+    struct aj__timerq *tq;
+
+    for (n = s->timerqs.next; n != &s->timerqs; n = n->next) {
+        tq = aj__q_data(n, struct aj__timerq, link);
+        if (tq->duration.tv_sec == dur->tv_sec && tq->duration.tv_usec == dur->tv_usec) {
+            if (n != s->timerqs.next) {     /* most recently used first */
+                aj__q_remove(n);
+                n->next = s->timerqs.next;
+                n->prev = &s->timerqs;
+                s->timerqs.next->prev = n;
+                s->timerqs.next = n;
+            }
+            return tq;
+        }
+    }
+    tq = aj__malloc(sizeof *tq);
+    if (!tq)
+        return NULL;
+    tq->ev = event_new(s->base, -1, 0, timerq_cb, tq);
+    if (!tq->ev) {
+        aj__free(tq);
+        errno = ENOMEM;
+        return NULL;
+    }
+    tq->duration = *dur;
+    tq->s = s;
+    tq->firing = 0;
+    aj__q_init(&tq->timers);
+    aj__q_init(&tq->link);
+    n = &tq->link;
+    n->next = s->timerqs.next;
+    n->prev = &s->timerqs;
+    s->timerqs.next->prev = n;
+    s->timerqs.next = n;
+    s->ntimerqs++;
+    return tq;
+}
+
+int aj__timer_start(aj_scheduler *s, struct aj__timer *t, const struct timeval *after)
+{
+    struct aj__timerq *tq;
+    struct timeval now;
+    int was_empty;
+
+    aj__timer_stop(t);
+    tq = timerq_get(s, after);
+    if (!tq)
+        return -1;
+    monotonic_now(&now);
+    evutil_timeradd(&now, after, &t->deadline);
+    was_empty = aj__q_empty(&tq->timers);
+    aj__q_insert_tail(&tq->timers, &t->link);
+    t->tq = tq;
+    if (was_empty)
+        timerq_arm(tq, &now);
+    return 0;
+}
+
+void aj__timer_stop(struct aj__timer *t)
+{
+    struct aj__timerq *tq = t->tq;
+
+    if (!tq)
+        return;
+    aj__q_remove(&t->link);
+    t->tq = NULL;
+    /* The head's timer stays armed (it re-arms lazily when it fires) unless
+     * the queue is now empty: then nothing may keep the loop alive. */
+    if (aj__q_empty(&tq->timers)) {
+        event_del(tq->ev);
+        if (!tq->firing && tq->s->ntimerqs > AJ__TIMERQ_KEEP)
+            timerq_free(tq);
+    }
+}
+
+void aj__timers_free(aj_scheduler *s)
+{
+    while (!aj__q_empty(&s->timerqs)) {
+        struct aj__timerq *tq = aj__q_data(s->timerqs.next, struct aj__timerq, link);
+        while (!aj__q_empty(&tq->timers)) {
+            struct aj__timer *t = aj__q_data(tq->timers.next, struct aj__timer, link);
+            aj__q_remove(&t->link);
+            t->tq = NULL;
+        }
+        timerq_free(tq);
+    }
+}

@@ -29,17 +29,46 @@ struct aj__timerq {
     int firing;                     /* inside timerq_cb: do not free */
 };
 
+/*
+ * The clock.  Deadlines are stamped with the coarse monotonic clock where
+ * there is one (a few ns instead of a precise clock_gettime, which shows in
+ * the cost of every aj_job_wait), plus one tick of its resolution, so a
+ * timer never fires early and at most one tick (1-4 ms) late.  Elsewhere:
+ * the precise monotonic clock, or gettimeofday.
+ */
+#if defined(HAVE_CLOCK_GETTIME) && defined(CLOCK_MONOTONIC_COARSE)
+#define AJ__CLOCK CLOCK_MONOTONIC_COARSE
+#elif defined(HAVE_CLOCK_GETTIME) && defined(CLOCK_MONOTONIC)
+#define AJ__CLOCK CLOCK_MONOTONIC
+#endif
+
 static void monotonic_now(struct timeval *tv)
 {
-#if defined(HAVE_CLOCK_GETTIME) && defined(CLOCK_MONOTONIC)
+#ifdef AJ__CLOCK
     struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+    if (clock_gettime(AJ__CLOCK, &ts) == 0) {
         tv->tv_sec = ts.tv_sec;
         tv->tv_usec = ts.tv_nsec / 1000;
         return;
     }
 #endif
     gettimeofday(tv, NULL);
+}
+
+/* One tick of the clock, added to every deadline. */
+static const struct timeval *clock_tick(void)
+{
+    static struct timeval tick = { -1, 0 };
+    if (tick.tv_sec < 0) {
+        struct timeval t = { 0, 1 };
+#ifdef AJ__CLOCK
+        struct timespec res;
+        if (clock_getres(AJ__CLOCK, &res) == 0 && res.tv_sec == 0)
+            t.tv_usec = (res.tv_nsec + 999) / 1000;
+#endif
+        tick = t;   /* racing threads compute the same value */
+    }
+    return &tick;
 }
 
 int aj__timeval_valid(const struct timeval *tv)
@@ -154,6 +183,7 @@ int aj__timer_start(aj_scheduler *s, struct aj__timer *t, const struct timeval *
         return -1;
     monotonic_now(&now);
     evutil_timeradd(&now, after, &t->deadline);
+    evutil_timeradd(&t->deadline, clock_tick(), &t->deadline);
     was_empty = aj__q_empty(&tq->timers);
     aj__q_insert_tail(&tq->timers, &t->link);
     t->tq = tq;

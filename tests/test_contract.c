@@ -1,0 +1,1240 @@
+/*
+ * test_contract.c -- the core's contract (SPEC sections 2 and 3) checked end
+ * to end on real event loops: each test sets up, acts once, and checks real
+ * values.  A "guard" flag is raised around every aj_* call a test makes, so
+ * any callback that runs inside such a call (re-entrancy) fails the test.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include <aj/aj.h>
+
+/* ---- harness ---- */
+
+static struct event_base *base;
+static aj_scheduler *sched;
+static int in_call;                 /* inside an aj_* call made by a test */
+static int reentered;               /* a callback ran while in_call */
+static char last_log[1024];
+static int nlogs;
+
+/* Makes an aj_* call with the guard up (GNU statement expressions). */
+#define CALL(expr) ({ in_call = 1; __typeof__(expr) r_ = (expr); in_call = 0; r_; })
+#define CALLV(expr) do { in_call = 1; (expr); in_call = 0; } while (0)
+#define CB_ENTER() do { if (in_call) reentered++; } while (0)
+
+static void log_cb(int severity, const char *msg)
+{
+    (void)severity;
+    snprintf(last_log, sizeof last_log, "%s", msg);
+    nlogs++;
+}
+
+static void setup(void)
+{
+    base = event_base_new();
+    ck_assert_ptr_nonnull(base);
+    sched = aj_scheduler_new(base);
+    ck_assert_ptr_nonnull(sched);
+    in_call = reentered = nlogs = 0;
+    last_log[0] = '\0';
+    aj_set_log_callback(log_cb);
+}
+
+static void teardown(void)
+{
+    aj_scheduler_free(sched);
+    sched = NULL;
+    event_base_free(base);
+    aj_set_log_callback(NULL);
+    ck_assert_int_eq(reentered, 0);
+}
+
+static void safety_cb(evutil_socket_t fd, short w, void *arg)
+{
+    (void)fd; (void)w; (void)arg;
+    ck_abort_msg("safety timer: the loop did not finish");
+}
+
+/* Runs the loop until it has nothing left, failing after 10 s. */
+static void run(void)
+{
+    struct timeval tv = { 10, 0 };
+    struct event *safety = evtimer_new(base, safety_cb, NULL);
+    evtimer_add(safety, &tv);
+    /* one pass at a time, until the safety timer is all that is left */
+    while (event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE) > 1)
+        event_base_loop(base, EVLOOP_ONCE);
+    event_free(safety);
+}
+
+/* A job: start finishes it after `ms` (0 = inside start; <0 = never by
+ * itself); cancel finishes it with ECANCELED unless `stubborn`. */
+struct tjob {
+    aj_job *job;
+    struct event *ev;
+    int ms, error, stubborn;
+    int started, cancelled, released;
+    int order;
+    void *result;
+};
+
+static int start_seq;
+static int releases;
+
+static void tjob_fire(evutil_socket_t fd, short w, void *arg)
+{
+    struct tjob *t = arg;
+    (void)fd; (void)w;
+    aj_job_done(t->job, t->error, t->result);
+}
+
+static void tjob_start(aj_job *job, void *arg)
+{
+    struct tjob *t = arg;
+    CB_ENTER();
+    t->job = job;
+    t->started++;
+    t->order = ++start_seq;
+    if (t->ms == 0) {
+        aj_job_done(job, t->error, t->result);
+    } else if (t->ms > 0) {
+        struct timeval tv = { t->ms / 1000, (t->ms % 1000) * 1000 };
+        t->ev = evtimer_new(base, tjob_fire, t);
+        evtimer_add(t->ev, &tv);
+    }
+}
+
+static void tjob_cancel(aj_job *job, void *arg)
+{
+    struct tjob *t = arg;
+    CB_ENTER();
+    t->cancelled++;
+    if (t->stubborn)
+        return;
+    if (t->ev)
+        evtimer_del(t->ev);
+    aj_job_done(job, ECANCELED, NULL);
+}
+
+static void tjob_release(void *arg)
+{
+    struct tjob *t = arg;
+    CB_ENTER();
+    t->released++;
+    releases++;
+    if (t->ev) {
+        event_free(t->ev);
+        t->ev = NULL;
+    }
+}
+
+static const struct aj_job_ops tops = { "tjob", tjob_start, tjob_cancel, tjob_release };
+static const struct aj_job_ops tops_noname = { NULL, tjob_start, tjob_cancel, tjob_release };
+static const struct aj_job_ops tops_nocancel = { "nocancel", tjob_start, NULL, tjob_release };
+
+/* A waiter that records what it got. */
+struct wrec {
+    int calls, error;
+    void *result;
+    aj_job *job;
+};
+
+static void wrec_cb(aj_job *job, int error, void *result, void *cbarg)
+{
+    struct wrec *w = cbarg;
+    CB_ENTER();
+    w->calls++;
+    w->error = error;
+    w->result = result;
+    w->job = job;
+}
+
+/* Exception handler records. */
+struct erec {
+    int calls;
+    char message[64];
+    int error;
+    aj_job *job;
+    size_t tb_len;
+    int tb_mentions_spawn;
+};
+
+static void erec_cb(aj_scheduler *s, const struct aj_error_info *info, void *arg)
+{
+    struct erec *e = arg;
+    size_t i;
+    (void)s;
+    CB_ENTER();
+    e->calls++;
+    snprintf(e->message, sizeof e->message, "%s", info->message);
+    e->error = info->error;
+    e->job = info->job;
+    e->tb_len = info->source_traceback_len;
+    for (i = 0; i < info->source_traceback_len; i++)
+        if (strstr(info->source_traceback[i], "aj_spawn"))
+            e->tb_mentions_spawn = 1;
+}
+
+static void check_invariant(void)
+{
+    struct aj_stats st;
+    aj_scheduler_get_stats(sched, &st);
+    ck_assert_uint_eq(st.spawned, st.succeeded + st.failed + st.cancelled + aj_scheduler_size(sched));
+    ck_assert_uint_eq(aj_scheduler_size(sched),
+                      aj_scheduler_active_count(sched) + aj_scheduler_pending_count(sched));
+}
+
+/* ---- 3.2 scheduler ---- */
+
+START_TEST(new_scheduler_has_the_documented_defaults)
+{
+    ck_assert_uint_eq(aj_scheduler_limit(sched), 100);
+    ck_assert_uint_eq(aj_scheduler_pending_limit(sched), 10000);
+    ck_assert_ptr_nonnull(aj_scheduler_close_timeout(sched));
+    ck_assert_int_eq(aj_scheduler_close_timeout(sched)->tv_sec, 0);
+    ck_assert_int_eq(aj_scheduler_close_timeout(sched)->tv_usec, 100000);
+    ck_assert_int_eq(aj_scheduler_wait_timeout(sched)->tv_sec, 60);
+    ck_assert_uint_eq(aj_scheduler_size(sched), 0);
+    ck_assert_int_eq(aj_scheduler_closed(sched), 0);
+    ck_assert_ptr_eq(aj_scheduler_base(sched), base);
+    ck_assert_ptr_null(aj_scheduler_exception_handler(sched));
+}
+END_TEST
+
+START_TEST(scheduler_new_without_base_fails_with_einval)
+{
+    errno = 0;
+    ck_assert_ptr_null(aj_scheduler_new(NULL));
+    ck_assert_int_eq(errno, EINVAL);
+}
+END_TEST
+
+START_TEST(timeouts_can_be_set_to_none_and_bad_values_fail)
+{
+    struct timeval bad = { 0, 2000000 };
+    ck_assert_int_eq(aj_scheduler_set_close_timeout(sched, NULL), 0);
+    ck_assert_ptr_null(aj_scheduler_close_timeout(sched));
+    ck_assert_int_eq(aj_scheduler_set_wait_timeout(sched, NULL), 0);
+    ck_assert_ptr_null(aj_scheduler_wait_timeout(sched));
+    errno = 0;
+    ck_assert_int_eq(aj_scheduler_set_close_timeout(sched, &bad), -1);
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_int_eq(aj_scheduler_set_limit(NULL, 1), -1);
+    ck_assert_int_eq(errno, EINVAL);
+}
+END_TEST
+
+START_TEST(spawn_beyond_limit_queues_fifo_and_starts_as_slots_free)
+{
+    struct tjob t[5];
+    int i;
+    memset(t, 0, sizeof t);
+    aj_scheduler_set_limit(sched, 2);
+    for (i = 0; i < 5; i++) {
+        t[i].ms = 5;
+        ck_assert_ptr_nonnull(CALL(aj_spawn(sched, &tops, &t[i])));
+    }
+    ck_assert_uint_eq(aj_scheduler_active_count(sched), 2);
+    ck_assert_uint_eq(aj_scheduler_pending_count(sched), 3);
+    run();
+    for (i = 0; i < 5; i++) {
+        ck_assert_int_eq(t[i].started, 1);
+        ck_assert_int_eq(t[i].order, i + 1);
+        ck_assert_int_eq(t[i].released, 1);
+    }
+    check_invariant();
+}
+END_TEST
+
+START_TEST(raising_the_limit_starts_pending_jobs)
+{
+    struct tjob t[4];
+    int i;
+    memset(t, 0, sizeof t);
+    aj_scheduler_set_limit(sched, 1);
+    for (i = 0; i < 4; i++) {
+        t[i].ms = -1;
+        aj_spawn(sched, &tops, &t[i]);
+    }
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(t[0].started + t[1].started + t[2].started + t[3].started, 1);
+    CALLV(aj_scheduler_set_limit(sched, 3));
+    ck_assert_uint_eq(aj_scheduler_active_count(sched), 3);
+    ck_assert_int_eq(t[1].started, 0);   /* from the loop, not inside the call */
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(t[0].started + t[1].started + t[2].started + t[3].started, 3);
+    for (i = 0; i < 4; i++)
+        if (t[i].started)
+            aj_job_done(t[i].job, 0, NULL);
+    run();
+    ck_assert_int_eq(t[3].started, 1);
+    aj_scheduler_free(sched);           /* t[] lives on this stack */
+    sched = NULL;
+    ck_assert_int_eq(t[3].released, 1);
+}
+END_TEST
+
+START_TEST(lowering_the_limit_stops_nothing_that_runs)
+{
+    struct tjob t[3];
+    int i;
+    memset(t, 0, sizeof t);
+    for (i = 0; i < 3; i++) {
+        t[i].ms = -1;
+        aj_spawn(sched, &tops, &t[i]);
+    }
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    aj_scheduler_set_limit(sched, 1);
+    ck_assert_uint_eq(aj_scheduler_active_count(sched), 3);
+    for (i = 0; i < 3; i++) {
+        ck_assert_int_eq(t[i].cancelled, 0);
+        aj_job_done(t[i].job, 0, NULL);
+    }
+    run();
+}
+END_TEST
+
+START_TEST(lowering_the_pending_limit_drops_nothing_queued)
+{
+    struct tjob t[5];
+    int i;
+    memset(t, 0, sizeof t);
+    aj_scheduler_set_limit(sched, 1);
+    for (i = 0; i < 5; i++) {
+        t[i].ms = 1;
+        aj_spawn(sched, &tops, &t[i]);
+    }
+    aj_scheduler_set_pending_limit(sched, 1);
+    ck_assert_uint_eq(aj_scheduler_pending_count(sched), 4);
+    errno = 0;
+    ck_assert_ptr_null(aj_spawn(sched, &tops, &t[0]));
+    ck_assert_int_eq(errno, EAGAIN);
+    run();
+    for (i = 0; i < 5; i++)
+        ck_assert_int_eq(t[i].started, 1);
+}
+END_TEST
+
+START_TEST(iteration_walks_jobs_in_spawn_order)
+{
+    struct tjob t[4];
+    aj_job *j[4], *it;
+    int i = 0;
+    memset(t, 0, sizeof t);
+    aj_scheduler_set_limit(sched, 2);
+    for (i = 0; i < 4; i++) {
+        t[i].ms = -1;
+        j[i] = aj_spawn(sched, &tops, &t[i]);
+    }
+    i = 0;
+    for (it = aj_scheduler_first(sched); it; it = aj_scheduler_next(sched, it))
+        ck_assert_ptr_eq(it, j[i++]);
+    ck_assert_int_eq(i, 4);
+    ck_assert(aj_scheduler_contains(sched, j[3]));
+    aj_scheduler_free(sched);           /* t[] lives on this stack */
+    sched = NULL;
+    for (i = 0; i < 4; i++)
+        ck_assert_int_eq(t[i].released, 1);
+}
+END_TEST
+
+/* ---- 3.3 spawning ---- */
+
+START_TEST(spawn_never_runs_start_inside_the_call)
+{
+    struct tjob t;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    job = CALL(aj_spawn(sched, &tops, &t));
+    ck_assert_ptr_nonnull(job);
+    ck_assert_int_eq(t.started, 0);
+    ck_assert_int_eq(aj_job_active(job), 1);     /* active before its start ran */
+    run();
+    ck_assert_int_eq(t.started, 1);
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+START_TEST(spawn_errors_take_nothing)
+{
+    struct tjob t;
+    struct aj_job_ops bad = { "bad", NULL, NULL, tjob_release };
+    memset(&t, 0, sizeof t);
+    errno = 0;
+    ck_assert_ptr_null(aj_spawn(NULL, &tops, &t));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(aj_spawn(sched, NULL, &t));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(aj_spawn(sched, &bad, &t));
+    ck_assert_int_eq(errno, EINVAL);
+    aj_scheduler_close(sched, NULL, NULL);
+    errno = 0;
+    ck_assert_ptr_null(aj_spawn(sched, &tops, &t));
+    ck_assert_int_eq(errno, ESHUTDOWN);
+    run();
+    ck_assert_int_eq(t.released, 0);
+}
+END_TEST
+
+START_TEST(spawn_fails_eagain_when_the_pending_queue_is_full)
+{
+    struct tjob t[3];
+    struct aj_stats st;
+    memset(t, 0, sizeof t);
+    aj_scheduler_set_limit(sched, 1);
+    aj_scheduler_set_pending_limit(sched, 1);
+    t[0].ms = t[1].ms = 1;
+    ck_assert_ptr_nonnull(aj_spawn(sched, &tops, &t[0]));
+    ck_assert_ptr_nonnull(aj_spawn(sched, &tops, &t[1]));
+    errno = 0;
+    ck_assert_ptr_null(aj_spawn(sched, &tops, &t[2]));
+    ck_assert_int_eq(errno, EAGAIN);
+    aj_scheduler_get_stats(sched, &st);
+    ck_assert_uint_eq(st.rejected, 1);
+    run();
+    ck_assert_int_eq(t[2].released, 0);
+}
+END_TEST
+
+struct sreq {
+    int calls, error;
+    aj_job *job;
+    struct tjob *t;
+    int started_at_cb;
+};
+
+static void sreq_cb(aj_scheduler *s, aj_job *job, int error, void *cbarg)
+{
+    struct sreq *r = cbarg;
+    (void)s;
+    CB_ENTER();
+    r->calls++;
+    r->error = error;
+    r->job = job;
+    r->started_at_cb = r->t->started;
+}
+
+START_TEST(spawn_async_admits_fifo_and_calls_back_before_start)
+{
+    struct tjob t[4];
+    struct sreq r[2];
+    int i;
+    memset(t, 0, sizeof t);
+    memset(r, 0, sizeof r);
+    aj_scheduler_set_limit(sched, 1);
+    aj_scheduler_set_pending_limit(sched, 1);
+    t[0].ms = t[1].ms = t[2].ms = t[3].ms = 2;
+    aj_spawn(sched, &tops, &t[0]);
+    aj_spawn(sched, &tops, &t[1]);
+    for (i = 0; i < 2; i++) {
+        r[i].t = &t[2 + i];
+        ck_assert_int_eq(CALL(aj_spawn_async(sched, &tops, &t[2 + i], NULL, sreq_cb, &r[i])), 0);
+    }
+    ck_assert_int_eq(r[0].calls, 0);
+    errno = 0;
+    ck_assert_ptr_null(aj_spawn(sched, &tops, &t[0]));   /* requests are queued ahead */
+    ck_assert_int_eq(errno, EAGAIN);
+    run();
+    for (i = 0; i < 2; i++) {
+        ck_assert_int_eq(r[i].calls, 1);
+        ck_assert_int_eq(r[i].error, 0);
+        ck_assert_int_eq(r[i].started_at_cb, 0);
+        ck_assert_int_eq(t[2 + i].started, 1);
+    }
+    ck_assert_int_lt(t[2].order, t[3].order);
+}
+END_TEST
+
+START_TEST(spawn_async_times_out_and_the_job_never_exists)
+{
+    struct tjob t[3];
+    struct sreq r;
+    struct timeval tv = { 0, 20000 };
+    struct aj_stats st;
+    memset(t, 0, sizeof t);
+    memset(&r, 0, sizeof r);
+    aj_scheduler_set_limit(sched, 1);
+    aj_scheduler_set_pending_limit(sched, 1);
+    t[0].ms = t[1].ms = 200;
+    aj_spawn(sched, &tops, &t[0]);
+    aj_spawn(sched, &tops, &t[1]);
+    r.t = &t[2];
+    aj_spawn_async(sched, &tops, &t[2], &tv, sreq_cb, &r);
+    run();
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_int_eq(r.error, ETIMEDOUT);
+    ck_assert_ptr_null(r.job);
+    ck_assert_int_eq(t[2].started, 0);
+    ck_assert_int_eq(t[2].released, 0);
+    aj_scheduler_get_stats(sched, &st);
+    ck_assert_uint_eq(st.rejected, 1);
+    ck_assert_uint_eq(st.spawned, 2);
+}
+END_TEST
+
+START_TEST(spawn_async_waiting_when_the_scheduler_closes_gets_eshutdown)
+{
+    struct tjob t[3];
+    struct sreq r;
+    memset(t, 0, sizeof t);
+    memset(&r, 0, sizeof r);
+    aj_scheduler_set_limit(sched, 1);
+    aj_scheduler_set_pending_limit(sched, 1);
+    t[0].ms = t[1].ms = 50;
+    aj_spawn(sched, &tops, &t[0]);
+    aj_spawn(sched, &tops, &t[1]);
+    r.t = &t[2];
+    aj_spawn_async(sched, &tops, &t[2], NULL, sreq_cb, &r);
+    CALLV(aj_scheduler_close(sched, NULL, NULL));
+    ck_assert_int_eq(r.calls, 0);
+    run();
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_int_eq(r.error, ESHUTDOWN);
+    ck_assert_int_eq(t[2].started, 0);
+    ck_assert_int_eq(t[2].released, 0);
+    errno = 0;
+    ck_assert_int_eq(aj_spawn_async(sched, &tops, &t[2], NULL, sreq_cb, &r), -1);
+    ck_assert_int_eq(errno, ESHUTDOWN);
+}
+END_TEST
+
+/* ---- 3.4 jobs ---- */
+
+START_TEST(wait_gets_the_outcome_and_result)
+{
+    struct tjob t;
+    struct wrec w1, w2;
+    static int res;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    memset(&w1, 0, sizeof w1);
+    memset(&w2, 0, sizeof w2);
+    t.ms = 2;
+    t.error = EIO;
+    t.result = &res;
+    job = aj_spawn(sched, &tops, &t);
+    ck_assert_int_eq(CALL(aj_job_wait(job, NULL, wrec_cb, &w1)), 0);
+    ck_assert_int_eq(CALL(aj_job_wait(job, NULL, wrec_cb, &w2)), 0);
+    run();
+    ck_assert_int_eq(w1.calls, 1);
+    ck_assert_int_eq(w1.error, EIO);
+    ck_assert_ptr_eq(w1.result, &res);
+    ck_assert_int_eq(w2.calls, 1);
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+START_TEST(wait_on_a_finished_job_answers_from_the_loop)
+{
+    struct tjob t;
+    struct wrec w;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    memset(&w, 0, sizeof w);
+    job = aj_spawn(sched, &tops, &t);
+    aj_job_ref(job);
+    run();
+    ck_assert_int_eq(t.released, 0);            /* the ref keeps it */
+    ck_assert_int_eq(CALL(aj_job_wait(job, NULL, wrec_cb, &w)), 0);
+    ck_assert_int_eq(w.calls, 0);
+    run();
+    ck_assert_int_eq(w.calls, 1);
+    ck_assert_int_eq(w.error, 0);
+    aj_job_unref(job);
+    ck_assert_int_eq(t.released, 0);            /* released from the loop */
+    run();
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+START_TEST(wait_timeout_closes_the_job_and_gives_etimedout)
+{
+    struct tjob t;
+    struct wrec w;
+    struct timeval tv = { 0, 10000 };
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    memset(&w, 0, sizeof w);
+    t.ms = 5000;
+    job = aj_spawn(sched, &tops, &t);
+    aj_job_wait(job, &tv, wrec_cb, &w);
+    run();
+    ck_assert_int_eq(t.cancelled, 1);
+    ck_assert_int_eq(w.calls, 1);
+    ck_assert_int_eq(w.error, ETIMEDOUT);
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+START_TEST(explicit_jobs_are_never_reported)
+{
+    struct tjob t;
+    struct wrec w;
+    struct erec e;
+    memset(&t, 0, sizeof t);
+    memset(&w, 0, sizeof w);
+    memset(&e, 0, sizeof e);
+    aj_scheduler_set_exception_handler(sched, erec_cb, &e);
+    t.ms = 1;
+    t.error = EIO;
+    aj_job_wait(aj_spawn(sched, &tops, &t), NULL, wrec_cb, &w);
+    run();
+    ck_assert_int_eq(e.calls, 0);
+    ck_assert_int_eq(w.error, EIO);
+}
+END_TEST
+
+START_TEST(failure_nobody_waited_for_reaches_the_handler)
+{
+    struct tjob t;
+    struct erec e;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    memset(&e, 0, sizeof e);
+    aj_scheduler_set_exception_handler(sched, erec_cb, &e);
+    ck_assert_ptr_eq((void *)aj_scheduler_exception_handler(sched), (void *)erec_cb);
+    t.ms = 1;
+    t.error = EIO;
+    job = aj_spawn(sched, &tops, &t);
+    run();
+    ck_assert_int_eq(e.calls, 1);
+    ck_assert_str_eq(e.message, "Job processing failed");
+    ck_assert_int_eq(e.error, EIO);
+    ck_assert_ptr_eq(e.job, job);
+}
+END_TEST
+
+START_TEST(cancelled_jobs_are_not_failures)
+{
+    struct tjob t;
+    struct erec e;
+    memset(&t, 0, sizeof t);
+    memset(&e, 0, sizeof e);
+    aj_scheduler_set_exception_handler(sched, erec_cb, &e);
+    t.ms = 0;
+    t.error = ECANCELED;
+    aj_spawn(sched, &tops, &t);
+    run();
+    ck_assert_int_eq(e.calls, 0);
+}
+END_TEST
+
+START_TEST(default_handler_logs_one_line_with_name_and_strerror)
+{
+    struct tjob t;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    t.error = EIO;
+    job = aj_spawn(sched, &tops, &t);
+    aj_job_set_name(job, "fetcher");
+    run();
+    ck_assert_ptr_nonnull(strstr(last_log, "Job processing failed"));
+    ck_assert_ptr_nonnull(strstr(last_log, "fetcher"));
+    ck_assert_ptr_nonnull(strstr(last_log, strerror(EIO)));
+    ck_assert_ptr_null(strchr(last_log, '\n'));
+}
+END_TEST
+
+START_TEST(close_of_a_pending_job_discards_it_and_never_exceeds_the_limit)
+{
+    struct tjob t[4];
+    struct wrec w, c;
+    aj_job *j[4];
+    int i;
+    memset(t, 0, sizeof t);
+    memset(&w, 0, sizeof w);
+    memset(&c, 0, sizeof c);
+    aj_scheduler_set_limit(sched, 1);
+    for (i = 0; i < 4; i++) {
+        t[i].ms = 2;
+        j[i] = aj_spawn(sched, &tops, &t[i]);
+    }
+    aj_job_wait(j[1], NULL, wrec_cb, &w);
+    ck_assert_int_eq(CALL(aj_job_close(j[1], NULL, wrec_cb, &c)), 0);
+    ck_assert_uint_eq(aj_scheduler_active_count(sched), 1);   /* aiojobs bug: 2 */
+    ck_assert_uint_eq(aj_scheduler_pending_count(sched), 2);
+    ck_assert_int_eq(aj_job_closed(j[1]), 1);
+    run();
+    ck_assert_int_eq(t[1].started, 0);
+    ck_assert_int_eq(t[1].released, 1);
+    ck_assert_int_eq(w.error, ECANCELED);
+    ck_assert_int_eq(c.calls, 1);
+    ck_assert_int_eq(c.error, 0);
+    ck_assert_int_eq(t[3].started, 1);
+}
+END_TEST
+
+START_TEST(closing_a_job_before_its_start_ran_means_it_never_starts)
+{
+    struct tjob t;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    job = aj_spawn(sched, &tops, &t);
+    ck_assert_int_eq(aj_job_active(job), 1);
+    aj_job_close(job, NULL, NULL, NULL);
+    run();
+    ck_assert_int_eq(t.started, 0);
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+START_TEST(close_outcomes_zero_error_or_timeout)
+{
+    struct tjob t[3];
+    struct wrec c[3];
+    aj_job *j[3];
+    struct timeval tv = { 0, 20000 };
+    int i;
+    memset(t, 0, sizeof t);
+    memset(c, 0, sizeof c);
+    t[0].ms = 5000;                     /* cancels cleanly: 0 */
+    t[1].ms = -1; t[1].stubborn = 1;    /* ignores cancel: ETIMEDOUT */
+    t[2].ms = 5000;
+    for (i = 0; i < 3; i++)
+        j[i] = aj_spawn(sched, &tops, &t[i]);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    aj_job_close(j[0], NULL, wrec_cb, &c[0]);
+    aj_job_close(j[1], &tv, wrec_cb, &c[1]);
+    aj_job_done(j[2], EIO, NULL);
+    aj_job_close(j[2], NULL, wrec_cb, &c[2]);  /* closing a finished job */
+    run();
+    ck_assert_int_eq(c[0].error, 0);
+    ck_assert_int_eq(c[1].error, ETIMEDOUT);
+    ck_assert_int_eq(c[2].error, EIO);
+    ck_assert_uint_eq(aj_scheduler_active_count(sched), 1);  /* keeps its slot */
+    aj_job_done(j[1], ECANCELED, NULL);
+    run();
+    ck_assert_int_eq(t[1].released, 1);
+}
+END_TEST
+
+START_TEST(job_done_twice_is_ignored_and_logged)
+{
+    struct tjob t;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    t.ms = -1;
+    job = aj_spawn(sched, &tops, &t);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    aj_job_ref(job);
+    aj_job_done(job, 0, NULL);
+    nlogs = 0;
+    aj_job_done(job, EIO, NULL);
+    ck_assert_int_eq(nlogs, 1);
+    ck_assert_ptr_nonnull(strstr(last_log, "twice"));
+    run();
+    {
+        struct aj_stats st;
+        aj_scheduler_get_stats(sched, &st);
+        ck_assert_uint_eq(st.succeeded, 1);
+        ck_assert_uint_eq(st.failed, 0);
+    }
+    aj_job_unref(job);
+    run();
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+START_TEST(names_are_set_ops_or_generated)
+{
+    struct tjob t[2];
+    aj_job *a, *b;
+    char buf[64];
+    memset(t, 0, sizeof t);
+    a = aj_spawn(sched, &tops, &t[0]);
+    b = aj_spawn(sched, &tops_noname, &t[1]);
+    ck_assert_str_eq(aj_job_name(a), "tjob");
+    ck_assert_int_eq(strncmp(aj_job_name(b), "job-", 4), 0);
+    strcpy(buf, "mine");
+    ck_assert_int_eq(aj_job_set_name(a, buf), 0);
+    buf[0] = 'X';                                /* copied */
+    ck_assert_str_eq(aj_job_name(a), "mine");
+    ck_assert_ptr_eq(aj_job_arg(a), &t[0]);
+    ck_assert_ptr_eq(aj_job_scheduler(a), sched);
+    {
+        unsigned long na = strtoul(aj_job_name(b) + 4, NULL, 10);
+        aj_job *c = aj_spawn(sched, &tops_noname, &t[0]);
+        ck_assert_uint_eq(strtoul(aj_job_name(c) + 4, NULL, 10), na + 1);
+        aj_job_close(c, NULL, NULL, NULL);
+    }
+    run();
+}
+END_TEST
+
+static void other_cancel(aj_job *job, void *cbarg)
+{
+    int *n = cbarg;
+    CB_ENTER();
+    (*n)++;
+    aj_job_done(job, ECANCELED, NULL);
+}
+
+START_TEST(set_cancel_replaces_the_hook)
+{
+    struct tjob t;
+    int n = 0;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    t.ms = -1;
+    job = aj_spawn(sched, &tops, &t);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    aj_job_set_cancel(job, other_cancel, &n);
+    aj_job_close(job, NULL, NULL, NULL);
+    run();
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(t.cancelled, 0);
+}
+END_TEST
+
+START_TEST(a_job_without_cancel_is_waited_for)
+{
+    struct tjob t;
+    struct wrec c;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    memset(&c, 0, sizeof c);
+    t.ms = 30;
+    aj_scheduler_set_close_timeout(sched, NULL);
+    job = aj_spawn(sched, &tops_nocancel, &t);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    aj_job_close(job, NULL, wrec_cb, &c);
+    run();
+    ck_assert_int_eq(c.calls, 1);
+    ck_assert_int_eq(c.error, 0);
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+/* ---- 3.5 reports and debug ---- */
+
+START_TEST(call_exception_handler_copies_and_runs_from_the_loop)
+{
+    struct tjob t;
+    struct erec e;
+    struct aj_error_info info;
+    char msg[32];
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    memset(&e, 0, sizeof e);
+    aj_scheduler_set_exception_handler(sched, erec_cb, &e);
+    job = aj_spawn(sched, &tops, &t);
+    strcpy(msg, "custom");
+    memset(&info, 0, sizeof info);
+    info.message = msg;
+    info.job = job;
+    info.error = EPIPE;
+    CALLV(aj_scheduler_call_exception_handler(sched, &info));
+    msg[0] = 'X';
+    ck_assert_int_eq(e.calls, 0);
+    run();
+    ck_assert_int_eq(e.calls, 1);
+    ck_assert_str_eq(e.message, "custom");
+    ck_assert_ptr_eq(e.job, job);
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+START_TEST(debug_mode_reports_the_spawn_stack)
+{
+    struct tjob t;
+    struct erec e;
+    aj_scheduler *s2;
+    memset(&t, 0, sizeof t);
+    memset(&e, 0, sizeof e);
+    setenv("AJ_DEBUG", "1", 1);
+    s2 = aj_scheduler_new(base);
+    unsetenv("AJ_DEBUG");
+    aj_scheduler_set_exception_handler(s2, erec_cb, &e);
+    t.error = EIO;
+    aj_spawn(s2, &tops, &t);
+    run();
+    ck_assert_int_eq(e.calls, 1);
+    ck_assert_uint_gt(e.tb_len, 0);
+    ck_assert_int_eq(e.tb_mentions_spawn, 1);
+    aj_scheduler_free(s2);
+}
+END_TEST
+
+/* ---- 3.6 closing ---- */
+
+static int closed_calls;
+static void closed_cb(aj_scheduler *s, void *arg)
+{
+    (void)arg;
+    CB_ENTER();
+    closed_calls++;
+    ck_assert_uint_eq(aj_scheduler_size(s), 0);
+}
+
+START_TEST(close_discards_pending_cancels_active_and_calls_every_cb)
+{
+    struct tjob t[3];
+    struct wrec w;
+    int i;
+    memset(t, 0, sizeof t);
+    memset(&w, 0, sizeof w);
+    closed_calls = 0;
+    aj_scheduler_set_limit(sched, 2);
+    for (i = 0; i < 3; i++) {
+        t[i].ms = 5000;
+        aj_spawn(sched, &tops, &t[i]);
+    }
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    aj_job_wait(aj_scheduler_next(sched, aj_scheduler_next(sched, aj_scheduler_first(sched))),
+                NULL, wrec_cb, &w);
+    ck_assert_int_eq(CALL(aj_scheduler_close(sched, closed_cb, NULL)), 0);
+    ck_assert_int_eq(CALL(aj_scheduler_close(sched, closed_cb, NULL)), 0);
+    ck_assert_int_eq(aj_scheduler_closed(sched), 1);
+    run();
+    ck_assert_int_eq(closed_calls, 2);
+    ck_assert_int_eq(t[0].cancelled + t[1].cancelled, 2);
+    ck_assert_int_eq(t[2].started, 0);
+    ck_assert_int_eq(w.error, ECANCELED);
+    for (i = 0; i < 3; i++)
+        ck_assert_int_eq(t[i].released, 1);
+    check_invariant();
+}
+END_TEST
+
+START_TEST(close_timeout_reports_and_lets_go_of_stubborn_jobs)
+{
+    struct tjob t;
+    struct erec e;
+    struct aj_stats st;
+    aj_job *job;
+    struct timeval tv = { 0, 10000 };
+    memset(&t, 0, sizeof t);
+    memset(&e, 0, sizeof e);
+    closed_calls = 0;
+    aj_scheduler_set_exception_handler(sched, erec_cb, &e);
+    aj_scheduler_set_close_timeout(sched, &tv);
+    t.ms = -1;
+    t.stubborn = 1;
+    job = aj_spawn(sched, &tops, &t);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    aj_scheduler_close(sched, closed_cb, NULL);
+    run();
+    ck_assert_int_eq(closed_calls, 1);
+    ck_assert_int_eq(e.calls, 1);
+    ck_assert_str_eq(e.message, "Job closing timed out");
+    ck_assert_int_eq(e.error, ETIMEDOUT);
+    aj_scheduler_get_stats(sched, &st);
+    ck_assert_uint_eq(st.close_timeouts, 1);
+    ck_assert_uint_eq(st.cancelled, 1);
+    ck_assert_uint_eq(aj_scheduler_size(sched), 0);
+    ck_assert_ptr_null(aj_job_scheduler(job));
+    ck_assert_int_eq(t.released, 0);
+    /* the let-go job finishes after the scheduler is gone */
+    aj_scheduler_free(sched);
+    sched = NULL;
+    aj_job_done(job, 0, NULL);
+    ck_assert_int_eq(t.released, 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+START_TEST(wait_and_close_waits_for_jobs_spawned_meanwhile)
+{
+    struct tjob t[2];
+    memset(t, 0, sizeof t);
+    closed_calls = 0;
+    t[0].ms = 10;
+    t[1].ms = 10;
+    aj_spawn(sched, &tops, &t[0]);
+    ck_assert_int_eq(aj_scheduler_wait_and_close(sched, NULL, closed_cb, NULL), 0);
+    ck_assert_int_eq(aj_scheduler_closed(sched), 0);
+    ck_assert_ptr_nonnull(aj_spawn(sched, &tops, &t[1]));
+    run();
+    ck_assert_int_eq(closed_calls, 1);
+    ck_assert_int_eq(t[0].cancelled + t[1].cancelled, 0);
+    ck_assert_int_eq(t[0].released + t[1].released, 2);
+    ck_assert_int_eq(aj_scheduler_closed(sched), 1);
+}
+END_TEST
+
+START_TEST(wait_and_close_timeout_then_closes)
+{
+    struct tjob t;
+    struct timeval tv = { 0, 10000 };
+    memset(&t, 0, sizeof t);
+    closed_calls = 0;
+    t.ms = 5000;
+    aj_spawn(sched, &tops, &t);
+    aj_scheduler_wait_and_close(sched, &tv, closed_cb, NULL);
+    run();
+    ck_assert_int_eq(closed_calls, 1);
+    ck_assert_int_eq(t.cancelled, 1);
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+static void free_in_close_cb(aj_scheduler *s, void *arg)
+{
+    int *n = arg;
+    CB_ENTER();
+    (*n)++;
+    aj_scheduler_free(s);
+}
+
+START_TEST(free_from_inside_the_close_callback)
+{
+    struct tjob t[2];
+    int n = 0;
+    memset(t, 0, sizeof t);
+    t[0].ms = 5;
+    aj_scheduler_set_limit(sched, 1);
+    aj_spawn(sched, &tops, &t[0]);
+    aj_spawn(sched, &tops, &t[1]);
+    aj_scheduler_close(sched, free_in_close_cb, &n);
+    sched = NULL;
+    run();
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(t[0].released + t[1].released, 2);
+}
+END_TEST
+
+START_TEST(free_runs_every_owed_callback_synchronously)
+{
+    struct tjob t[3];
+    struct wrec wp, wr;
+    struct sreq r;
+    aj_job *j[3];
+    int n = 0, i;
+    memset(t, 0, sizeof t);
+    memset(&wp, 0, sizeof wp);
+    memset(&wr, 0, sizeof wr);
+    memset(&r, 0, sizeof r);
+    aj_scheduler_set_limit(sched, 1);
+    aj_scheduler_set_pending_limit(sched, 1);
+    t[0].ms = -1; t[0].stubborn = 1;     /* running, ignores cancel: let go */
+    t[1].ms = -1;                        /* pending: discarded */
+    for (i = 0; i < 2; i++)
+        j[i] = aj_spawn(sched, &tops, &t[i]);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    r.t = &t[2];
+    aj_spawn_async(sched, &tops, &t[2], NULL, sreq_cb, &r);
+    aj_job_wait(j[0], NULL, wrec_cb, &wr);
+    aj_job_wait(j[1], NULL, wrec_cb, &wp);
+    aj_scheduler_close(sched, free_in_close_cb, &n);   /* never completes: stubborn */
+    aj_scheduler_free(sched);
+    sched = NULL;
+    ck_assert_int_eq(t[0].cancelled, 1);
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_int_eq(r.error, ESHUTDOWN);
+    ck_assert_int_eq(wp.error, ECANCELED);
+    ck_assert_int_eq(wr.error, ESHUTDOWN);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(t[1].released, 1);
+    ck_assert_int_eq(t[2].released, 0);
+    ck_assert_int_eq(t[0].released, 0);
+    aj_job_done(j[0], 0, NULL);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(t[0].released, 1);
+}
+END_TEST
+
+/* ---- 3.7 beyond aiojobs ---- */
+
+START_TEST(stats_count_every_outcome_and_the_pending_peak)
+{
+    struct tjob t[5];
+    struct aj_stats st;
+    int i;
+    memset(t, 0, sizeof t);
+    aj_scheduler_set_limit(sched, 1);
+    t[1].error = EIO;
+    t[2].error = ECANCELED;
+    for (i = 0; i < 4; i++) {
+        t[i].ms = 1;
+        aj_spawn(sched, &tops, &t[i]);
+    }
+    aj_job_close(aj_scheduler_next(sched, aj_scheduler_next(sched,
+                 aj_scheduler_next(sched, aj_scheduler_first(sched)))), NULL, NULL, NULL);
+    run();
+    aj_scheduler_get_stats(sched, &st);
+    ck_assert_uint_eq(st.spawned, 4);
+    ck_assert_uint_eq(st.started, 3);
+    ck_assert_uint_eq(st.succeeded, 1);
+    ck_assert_uint_eq(st.failed, 1);
+    ck_assert_uint_eq(st.cancelled, 2);
+    ck_assert_uint_eq(st.pending_peak, 3);
+    check_invariant();
+}
+END_TEST
+
+START_TEST(job_timeout_cancels_and_reports_etimedout)
+{
+    struct tjob t[2];
+    struct erec e;
+    struct wrec w;
+    struct aj_stats st;
+    struct timeval tv = { 0, 10000 }, none_tv = { 0, 0 };
+    aj_job *j1;
+    memset(t, 0, sizeof t);
+    memset(&e, 0, sizeof e);
+    memset(&w, 0, sizeof w);
+    (void)none_tv;
+    aj_scheduler_set_exception_handler(sched, erec_cb, &e);
+    ck_assert_int_eq(aj_scheduler_set_job_timeout(sched, &tv), 0);
+    t[0].ms = 5000;
+    t[1].ms = 5000;
+    aj_spawn(sched, &tops, &t[0]);
+    j1 = aj_spawn(sched, &tops, &t[1]);
+    aj_job_wait(j1, NULL, wrec_cb, &w);
+    run();
+    ck_assert_int_eq(t[0].cancelled, 1);
+    ck_assert_int_eq(e.calls, 1);
+    ck_assert_str_eq(e.message, "Job processing failed");
+    ck_assert_int_eq(e.error, ETIMEDOUT);
+    ck_assert_int_eq(w.error, ETIMEDOUT);
+    aj_scheduler_get_stats(sched, &st);
+    ck_assert_uint_eq(st.job_timeouts, 2);
+    ck_assert_uint_eq(st.failed, 2);
+}
+END_TEST
+
+START_TEST(per_job_timeout_overrides_the_scheduler)
+{
+    struct tjob t;
+    struct wrec w;
+    struct timeval tv = { 0, 10000 };
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    memset(&w, 0, sizeof w);
+    aj_scheduler_set_job_timeout(sched, &tv);
+    t.ms = 30;
+    job = aj_spawn(sched, &tops, &t);
+    ck_assert_int_eq(aj_job_set_timeout(job, NULL), 0);   /* none for this one */
+    aj_job_wait(job, NULL, wrec_cb, &w);
+    run();
+    ck_assert_int_eq(t.cancelled, 0);
+    ck_assert_int_eq(w.error, 0);
+}
+END_TEST
+
+struct drec {
+    int calls, waiter_before, error;
+    struct wrec *w;
+};
+
+static void drec_cb(aj_scheduler *s, aj_job *job, int error, void *result, void *arg)
+{
+    struct drec *d = arg;
+    (void)s; (void)job; (void)result;
+    CB_ENTER();
+    d->calls++;
+    d->error = error;
+    d->waiter_before = d->w->calls;
+}
+
+START_TEST(done_callback_runs_after_waiters_and_for_discarded_jobs)
+{
+    struct tjob t[2];
+    struct wrec w;
+    struct drec d;
+    aj_job *j[2];
+    memset(t, 0, sizeof t);
+    memset(&w, 0, sizeof w);
+    memset(&d, 0, sizeof d);
+    d.w = &w;
+    aj_scheduler_set_done_callback(sched, drec_cb, &d);
+    aj_scheduler_set_limit(sched, 1);
+    t[0].ms = 2;
+    j[0] = aj_spawn(sched, &tops, &t[0]);
+    j[1] = aj_spawn(sched, &tops, &t[1]);
+    aj_job_wait(j[0], NULL, wrec_cb, &w);
+    aj_job_close(j[1], NULL, NULL, NULL);
+    run();
+    ck_assert_int_eq(d.calls, 2);
+    ck_assert_int_eq(d.waiter_before, 1);
+}
+END_TEST
+
+START_TEST(refs_delay_release_until_the_last_unref)
+{
+    struct tjob t;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    job = aj_spawn(sched, &tops, &t);
+    aj_job_ref(job);
+    aj_job_ref(job);
+    run();
+    aj_job_unref(job);
+    run();
+    ck_assert_int_eq(t.released, 0);
+    CALLV(aj_job_unref(job));
+    ck_assert_int_eq(t.released, 0);
+    run();
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+static Suite *contract_suite(void)
+{
+    Suite *s = suite_create("contract");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, new_scheduler_has_the_documented_defaults);
+    tcase_add_test(tc, scheduler_new_without_base_fails_with_einval);
+    tcase_add_test(tc, timeouts_can_be_set_to_none_and_bad_values_fail);
+    tcase_add_test(tc, spawn_beyond_limit_queues_fifo_and_starts_as_slots_free);
+    tcase_add_test(tc, raising_the_limit_starts_pending_jobs);
+    tcase_add_test(tc, lowering_the_limit_stops_nothing_that_runs);
+    tcase_add_test(tc, lowering_the_pending_limit_drops_nothing_queued);
+    tcase_add_test(tc, iteration_walks_jobs_in_spawn_order);
+    tcase_add_test(tc, spawn_never_runs_start_inside_the_call);
+    tcase_add_test(tc, spawn_errors_take_nothing);
+    tcase_add_test(tc, spawn_fails_eagain_when_the_pending_queue_is_full);
+    tcase_add_test(tc, spawn_async_admits_fifo_and_calls_back_before_start);
+    tcase_add_test(tc, spawn_async_times_out_and_the_job_never_exists);
+    tcase_add_test(tc, spawn_async_waiting_when_the_scheduler_closes_gets_eshutdown);
+    tcase_add_test(tc, wait_gets_the_outcome_and_result);
+    tcase_add_test(tc, wait_on_a_finished_job_answers_from_the_loop);
+    tcase_add_test(tc, wait_timeout_closes_the_job_and_gives_etimedout);
+    tcase_add_test(tc, explicit_jobs_are_never_reported);
+    tcase_add_test(tc, failure_nobody_waited_for_reaches_the_handler);
+    tcase_add_test(tc, cancelled_jobs_are_not_failures);
+    tcase_add_test(tc, default_handler_logs_one_line_with_name_and_strerror);
+    tcase_add_test(tc, close_of_a_pending_job_discards_it_and_never_exceeds_the_limit);
+    tcase_add_test(tc, closing_a_job_before_its_start_ran_means_it_never_starts);
+    tcase_add_test(tc, close_outcomes_zero_error_or_timeout);
+    tcase_add_test(tc, job_done_twice_is_ignored_and_logged);
+    tcase_add_test(tc, names_are_set_ops_or_generated);
+    tcase_add_test(tc, set_cancel_replaces_the_hook);
+    tcase_add_test(tc, a_job_without_cancel_is_waited_for);
+    tcase_add_test(tc, call_exception_handler_copies_and_runs_from_the_loop);
+    tcase_add_test(tc, debug_mode_reports_the_spawn_stack);
+    tcase_add_test(tc, close_discards_pending_cancels_active_and_calls_every_cb);
+    tcase_add_test(tc, close_timeout_reports_and_lets_go_of_stubborn_jobs);
+    tcase_add_test(tc, wait_and_close_waits_for_jobs_spawned_meanwhile);
+    tcase_add_test(tc, wait_and_close_timeout_then_closes);
+    tcase_add_test(tc, free_from_inside_the_close_callback);
+    tcase_add_test(tc, free_runs_every_owed_callback_synchronously);
+    tcase_add_test(tc, stats_count_every_outcome_and_the_pending_peak);
+    tcase_add_test(tc, job_timeout_cancels_and_reports_etimedout);
+    tcase_add_test(tc, per_job_timeout_overrides_the_scheduler);
+    tcase_add_test(tc, done_callback_runs_after_waiters_and_for_discarded_jobs);
+    tcase_add_test(tc, refs_delay_release_until_the_last_unref);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(contract_suite());
+    int failed;
+    srunner_run_all(sr, CK_ENV);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,530 @@
+/*
+ * bench_core.c -- what a managed job costs next to the raw libevent callback
+ * it is built on (issue 5, figures 1-4).
+ *
+ *   spawn_ns          aj_spawn -> start -> aj_job_done -> release per job,
+ *                     limit off, N jobs spawned up front, then dispatched
+ *   once_ns           event_base_once(zero timeout) per callback, N up front
+ *   chain_ns          each job's start finishes it and spawns the next
+ *   once_chain_ns     each event_base_once callback schedules the next
+ *   spawn_limit_ns    as spawn_ns with limit 100: every job queues as pending
+ *   wait_ns           what aj_job_wait (default timeout) adds per job
+ *   pending_bytes     RSS per pending job (arg NULL), and the bytes libaj
+ *                     asked its allocator for (pending_alloc_bytes)
+ *   scale_ratio       per-job cost with N pending at once / with 1,000
+ *   close_1m_ms       aj_scheduler_close with N pending, until its callback
+ *
+ * Every timed figure is the median of REPS repetitions.  Every ratio is
+ * taken pair by pair: inside one repetition the two sides run back to back
+ * on fresh bases (their order swapped every other repetition), the ratio of
+ * that pair is recorded, and the figure is the median of those ratios, so
+ * machine noise that lasts longer than one pair cancels.
+ *
+ * Memory is measured first, each sample in a forked child (a fresh heap with
+ * nothing freed in it yet, so the RSS delta is the real growth).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include <aj/aj.h>
+
+#include "bench.h"
+
+static size_t N = 1000000;       /* jobs per measurement */
+static size_t SMALL = 1000;      /* the small side of scale_ratio */
+static int REPS = 9;             /* repetitions per figure (median) */
+
+static const struct timeval zero_tv = { 0, 0 };
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_core: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+/* A fresh base of the default kind, as a user gets it. */
+static struct event_base *new_base(void)
+{
+    struct event_base *base = event_base_new();
+    if (!base)
+        die("event_base_new");
+    return base;
+}
+
+/* A scheduler with the given limits, debug mode off. */
+static aj_scheduler *new_sched(struct event_base *base, size_t limit, size_t pending_limit)
+{
+    aj_scheduler *s = aj_scheduler_new(base);
+    if (!s)
+        die("aj_scheduler_new");
+    if (aj_scheduler_set_limit(s, limit) < 0 || aj_scheduler_set_pending_limit(s, pending_limit) < 0)
+        die("aj_scheduler_set_*limit");
+    aj_scheduler_set_debug(s, 0);
+    return s;
+}
+
+/* Every side counts what ran, and the bench stops if the count is wrong:
+ * a benchmark of work that did not happen would be worthless. */
+static void expect(const char *what, size_t got, size_t want)
+{
+    if (got != want) {
+        fprintf(stderr, "bench_core: %s: %zu of %zu ran\n", what, got, want);
+        exit(1);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The raw side: event_base_once                                       */
+/* ------------------------------------------------------------------ */
+
+static size_t once_count;
+
+static void once_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    once_count++;
+}
+
+/* n callbacks scheduled up front, then dispatched: ns per callback.  With
+ * `batches` > 1, n is split into that many rounds (the small side of the
+ * scale figure). */
+static double run_once_upfront(size_t n, size_t batches)
+{
+    struct event_base *base = new_base();
+    size_t per = n / batches, b, i;
+    double t0, t1;
+
+    once_count = 0;
+    t0 = bench_now_ns();
+    for (b = 0; b < batches; b++) {
+        for (i = 0; i < per; i++)
+            if (event_base_once(base, -1, EV_TIMEOUT, once_cb, NULL, &zero_tv) < 0)
+                die("event_base_once");
+        event_base_dispatch(base);
+    }
+    t1 = bench_now_ns();
+    expect("event_base_once", once_count, per * batches);
+    event_base_free(base);
+    return (t1 - t0) / (double)(per * batches);
+}
+
+static struct event_base *chain_base;
+static size_t chain_target;
+
+static void once_chain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    if (++once_count < chain_target)
+        if (event_base_once(chain_base, -1, EV_TIMEOUT, once_chain_cb, arg, &zero_tv) < 0)
+            die("event_base_once");
+}
+
+/* n callbacks in a row, each scheduling the next: ns per callback. */
+static double run_once_chain(size_t n)
+{
+    double t0, t1;
+
+    chain_base = new_base();
+    chain_target = n;
+    once_count = 0;
+    t0 = bench_now_ns();
+    if (event_base_once(chain_base, -1, EV_TIMEOUT, once_chain_cb, NULL, &zero_tv) < 0)
+        die("event_base_once");
+    event_base_dispatch(chain_base);
+    t1 = bench_now_ns();
+    expect("event_base_once chain", once_count, n);
+    event_base_free(chain_base);
+    return (t1 - t0) / (double)n;
+}
+
+/* ------------------------------------------------------------------ */
+/* The managed side: aj_spawn                                          */
+/* ------------------------------------------------------------------ */
+
+static size_t started, released, waited;
+
+/* The trivial job: starts and finishes at once.  arg is NULL for all. */
+static void trivial_start(aj_job *job, void *arg)
+{
+    (void)arg;
+    started++;
+    aj_job_done(job, 0, NULL);
+}
+
+static void count_release(void *arg)
+{
+    (void)arg;
+    released++;
+}
+
+static const struct aj_job_ops trivial_ops = { "bench", trivial_start, NULL, count_release };
+
+static void wait_cb(aj_job *job, int error, void *result, void *cbarg)
+{
+    (void)job;
+    (void)result;
+    (void)cbarg;
+    if (error)
+        die("aj_job_wait reported an error");
+    waited++;
+}
+
+/*
+ * n trivial jobs spawned up front under `limit` (0 = off; pending limit off),
+ * then dispatched: ns per job, spawn to release.  `wait` adds an aj_job_wait
+ * (default timeout) on each job.  `batches` as run_once_upfront.
+ */
+static double run_spawn_upfront(size_t n, size_t limit, int wait, size_t batches)
+{
+    struct event_base *base = new_base();
+    aj_scheduler *s = new_sched(base, limit, 0);
+    size_t per = n / batches, b, i;
+    double t0, t1;
+
+    started = released = waited = 0;
+    t0 = bench_now_ns();
+    for (b = 0; b < batches; b++) {
+        for (i = 0; i < per; i++) {
+            aj_job *job = aj_spawn(s, &trivial_ops, NULL);
+            if (!job)
+                die("aj_spawn");
+            if (wait && aj_job_wait(job, NULL, wait_cb, NULL) < 0)
+                die("aj_job_wait");
+        }
+        event_base_dispatch(base);
+    }
+    t1 = bench_now_ns();
+    expect("aj_spawn: start", started, per * batches);
+    expect("aj_spawn: release", released, per * batches);
+    if (wait)
+        expect("aj_job_wait", waited, per * batches);
+    aj_scheduler_free(s);
+    event_base_free(base);
+    return (t1 - t0) / (double)(per * batches);
+}
+
+static size_t chain_jobs_target;
+
+/* A chain link: finishes itself and spawns the next. */
+static void chain_start(aj_job *job, void *arg);
+static const struct aj_job_ops chain_ops = { "chain", chain_start, NULL, count_release };
+
+static void chain_start(aj_job *job, void *arg)
+{
+    aj_scheduler *s = aj_job_scheduler(job);
+    aj_job_done(job, 0, NULL);
+    if (++started < chain_jobs_target && !aj_spawn(s, &chain_ops, arg))
+        die("aj_spawn (chain)");
+}
+
+/* n jobs in a row, each spawned by the previous one's start: ns per job. */
+static double run_spawn_chain(size_t n)
+{
+    struct event_base *base = new_base();
+    aj_scheduler *s = new_sched(base, 0, 0);
+    double t0, t1;
+
+    started = released = 0;
+    chain_jobs_target = n;
+    t0 = bench_now_ns();
+    if (!aj_spawn(s, &chain_ops, NULL))
+        die("aj_spawn");
+    event_base_dispatch(base);
+    t1 = bench_now_ns();
+    expect("chain: start", started, n);
+    expect("chain: release", released, n);
+    aj_scheduler_free(s);
+    event_base_free(base);
+    return (t1 - t0) / (double)n;
+}
+
+static int close_done;
+
+static void close_cb(aj_scheduler *s, void *arg)
+{
+    (void)s;
+    (void)arg;
+    close_done = 1;
+}
+
+/* aj_scheduler_close with n jobs pending (limit 100, none started yet),
+ * until its callback ran and the loop is idle: milliseconds. */
+static double run_close(size_t n)
+{
+    struct event_base *base = new_base();
+    aj_scheduler *s = new_sched(base, 100, 0);
+    double t0, t1;
+    size_t i;
+
+    started = released = 0;
+    close_done = 0;
+    for (i = 0; i < n; i++)
+        if (!aj_spawn(s, &trivial_ops, NULL))
+            die("aj_spawn");
+    t0 = bench_now_ns();
+    if (aj_scheduler_close(s, close_cb, NULL) < 0)
+        die("aj_scheduler_close");
+    event_base_dispatch(base);
+    t1 = bench_now_ns();
+    if (!close_done || started != 0 || aj_scheduler_size(s) != 0) {
+        fprintf(stderr, "bench_core: close: done %d, started %zu, size %zu\n", close_done,
+                started, aj_scheduler_size(s));
+        exit(1);
+    }
+    aj_scheduler_free(s);
+    expect("close: release", released, n);
+    event_base_free(base);
+    return (t1 - t0) / 1e6;
+}
+
+/* ------------------------------------------------------------------ */
+/* Memory per pending job, each sample in a fresh forked child         */
+/* ------------------------------------------------------------------ */
+
+/* The counting allocator hook: bytes libaj asked for (the plain allocator
+ * underneath, so memory may cross the hook being set). */
+static size_t alloc_requested;
+
+static void *count_malloc(size_t sz)
+{
+    alloc_requested += sz;
+    return malloc(sz);
+}
+
+static void *count_realloc(void *p, size_t sz)
+{
+    alloc_requested += sz;
+    return realloc(p, sz);
+}
+
+/* The same for libevent (event_set_mem_functions), for the raw side. */
+static size_t ev_alloc_requested;
+
+static void *ev_count_malloc(size_t sz)
+{
+    ev_alloc_requested += sz;
+    return malloc(sz);
+}
+
+static void *ev_count_realloc(void *p, size_t sz)
+{
+    ev_alloc_requested += sz;
+    return realloc(p, sz);
+}
+
+struct mem_sample {
+    double rss_per;            /* RSS delta / n */
+    double alloc_per;          /* bytes requested from the hooked allocator / n */
+};
+
+/* The child's work: n pending jobs (limit 1, so all but one wait in the
+ * pending queue) or n pending event_base_once callbacks. */
+static struct mem_sample measure_pending(size_t n, int managed)
+{
+    struct mem_sample m;
+    struct event_base *base;
+    double rss0;
+    size_t a0, i;
+
+    if (managed) {
+        aj_scheduler *s;
+        aj_set_mem_functions(count_malloc, count_realloc, free);
+        base = new_base();
+        s = new_sched(base, 1, 0);
+        rss0 = bench_rss_bytes();
+        a0 = alloc_requested;
+        for (i = 0; i < n; i++)
+            if (!aj_spawn(s, &trivial_ops, NULL))
+                die("aj_spawn");
+        m.rss_per = (bench_rss_bytes() - rss0) / (double)n;
+        m.alloc_per = (double)(alloc_requested - a0) / (double)n;
+        if (aj_scheduler_pending_count(s) != n - 1)
+            die("pending count");
+    } else {
+        event_set_mem_functions(ev_count_malloc, ev_count_realloc, free);
+        base = new_base();
+        rss0 = bench_rss_bytes();
+        a0 = ev_alloc_requested;
+        for (i = 0; i < n; i++)
+            if (event_base_once(base, -1, EV_TIMEOUT, once_cb, NULL, &zero_tv) < 0)
+                die("event_base_once");
+        m.rss_per = (bench_rss_bytes() - rss0) / (double)n;
+        m.alloc_per = (double)(ev_alloc_requested - a0) / (double)n;
+    }
+    return m;   /* the child exits without freeing: the OS takes it all */
+}
+
+static struct mem_sample sample_pending(size_t n, int managed)
+{
+    struct mem_sample m;
+    int fd[2], status;
+    pid_t pid;
+
+    if (pipe(fd) < 0)
+        die("pipe");
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0) {
+        close(fd[0]);
+        m = measure_pending(n, managed);
+        if (write(fd[1], &m, sizeof m) != (ssize_t)sizeof m)
+            _exit(1);
+        _exit(0);
+    }
+    close(fd[1]);
+    if (read(fd[0], &m, sizeof m) != (ssize_t)sizeof m)
+        die("memory sample: child failed");
+    close(fd[0]);
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        die("memory sample: child failed");
+    return m;
+}
+
+/* ------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    struct bench_opts o;
+    double la[3];
+    enum { S, O, W, L, C, OC, BIG, SMALLB, OBIG, OSMALL, CLOSE, NFIG };
+    double v[NFIG][64];
+    double r_spawn[64], r_limit[64], r_wait[64], w_extra[64], r_chain[64], r_scale[64],
+        r_oscale[64];
+    double mem_aj[64], mem_aj_alloc[64], mem_once[64], mem_once_alloc[64];
+    int rep, judge;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    bench_parse_opts(&o, argc, argv);
+    if (o.quick) {
+        N = 10000;
+        SMALL = 1000;
+        REPS = 5;
+    }
+    judge = !o.quick;
+    /* The numbers are for the production mode: no spawn stacks. */
+    unsetenv("AJ_DEBUG");
+    bench_open_out(o.out);
+    bench_loadavg(la);
+    bench_record("core_loadavg_before", la[0]);
+
+    printf("libaj core benchmarks: %zu jobs per run, median of %d runs%s\n", N, REPS,
+           o.quick ? " (QUICK mode: counts too small to judge)" : "");
+    printf("libevent %s, backend %s, load average %.2f %.2f %.2f\n", event_get_version(),
+           event_base_get_method(chain_base = new_base()), la[0], la[1], la[2]);
+    event_base_free(chain_base);
+    chain_base = NULL;
+    fflush(stdout);
+
+    /* Memory first, while this process's heap holds nothing freed. */
+    for (rep = 0; rep < REPS; rep++) {
+        struct mem_sample a, b;
+        if (rep % 2 == 0) {
+            a = sample_pending(N, 1);
+            b = sample_pending(N, 0);
+        } else {
+            b = sample_pending(N, 0);
+            a = sample_pending(N, 1);
+        }
+        mem_aj[rep] = a.rss_per;
+        mem_aj_alloc[rep] = a.alloc_per;
+        mem_once[rep] = b.rss_per;
+        mem_once_alloc[rep] = b.alloc_per;
+    }
+
+    for (rep = 0; rep < REPS; rep++) {
+        /* Up front: the raw callback, then spawn, spawn+wait, spawn under a
+         * limit; the order reverses every other repetition. */
+        if (rep % 2 == 0) {
+            v[O][rep] = run_once_upfront(N, 1);
+            v[S][rep] = run_spawn_upfront(N, 0, 0, 1);
+            v[W][rep] = run_spawn_upfront(N, 0, 1, 1);
+            v[L][rep] = run_spawn_upfront(N, 100, 0, 1);
+        } else {
+            v[L][rep] = run_spawn_upfront(N, 100, 0, 1);
+            v[W][rep] = run_spawn_upfront(N, 0, 1, 1);
+            v[S][rep] = run_spawn_upfront(N, 0, 0, 1);
+            v[O][rep] = run_once_upfront(N, 1);
+        }
+        r_spawn[rep] = v[S][rep] / v[O][rep];
+        r_limit[rep] = v[L][rep] / v[O][rep];
+        w_extra[rep] = v[W][rep] - v[S][rep];
+        r_wait[rep] = w_extra[rep] / v[O][rep];
+
+        /* Chains. */
+        if (rep % 2 == 0) {
+            v[C][rep] = run_spawn_chain(N);
+            v[OC][rep] = run_once_chain(N);
+        } else {
+            v[OC][rep] = run_once_chain(N);
+            v[C][rep] = run_spawn_chain(N);
+        }
+        r_chain[rep] = v[C][rep] / v[OC][rep];
+
+        /* Scale: N pending at once against SMALL at once (N/SMALL rounds),
+         * both under limit 100; the raw callback's own ratio for reference. */
+        if (rep % 2 == 0) {
+            v[BIG][rep] = run_spawn_upfront(N, 100, 0, 1);
+            v[SMALLB][rep] = run_spawn_upfront(N, 100, 0, N / SMALL);
+            v[OBIG][rep] = run_once_upfront(N, 1);
+            v[OSMALL][rep] = run_once_upfront(N, N / SMALL);
+        } else {
+            v[OSMALL][rep] = run_once_upfront(N, N / SMALL);
+            v[OBIG][rep] = run_once_upfront(N, 1);
+            v[SMALLB][rep] = run_spawn_upfront(N, 100, 0, N / SMALL);
+            v[BIG][rep] = run_spawn_upfront(N, 100, 0, 1);
+        }
+        r_scale[rep] = v[BIG][rep] / v[SMALLB][rep];
+        r_oscale[rep] = v[OBIG][rep] / v[OSMALL][rep];
+
+        v[CLOSE][rep] = run_close(N);
+        fprintf(stderr, "  run %d/%d: spawn %.0f once %.0f ns, chain %.0f/%.0f ns\n", rep + 1,
+                REPS, v[S][rep], v[O][rep], v[C][rep], v[OC][rep]);
+    }
+
+    bench_section("Spawn -> start -> done -> release, against event_base_once (ns per job)");
+    bench_figure("spawn_ns", bench_median(v[S], REPS), "ns", 0, judge);
+    bench_figure("once_ns", bench_median(v[O], REPS), "ns", 0, judge);
+    bench_figure("spawn_ratio", bench_median(r_spawn, REPS), "x", 1.0, judge);
+    bench_figure("chain_ns", bench_median(v[C], REPS), "ns", 0, judge);
+    bench_figure("once_chain_ns", bench_median(v[OC], REPS), "ns", 0, judge);
+    bench_figure("chain_ratio", bench_median(r_chain, REPS), "x", 1.0, judge);
+    bench_figure("spawn_limit_ns", bench_median(v[L], REPS), "ns", 0, judge);
+    bench_figure("spawn_limit_ratio", bench_median(r_limit, REPS), "x", 1.3, judge);
+
+    bench_section("aj_job_wait on every job, on top of spawn");
+    bench_figure("wait_ns", bench_median(w_extra, REPS), "ns", 0, judge);
+    bench_figure("wait_ratio", bench_median(r_wait, REPS), "x", 0.5, judge);
+
+    bench_section("Memory per pending job (arg NULL), against a pending event_base_once");
+    bench_figure("pending_bytes", bench_median(mem_aj, REPS), "B", 128, judge);
+    bench_figure("pending_alloc_bytes", bench_median(mem_aj_alloc, REPS), "B", 0, judge);
+    bench_figure("once_pending_bytes", bench_median(mem_once, REPS), "B", 0, judge);
+    bench_figure("once_pending_alloc_bytes", bench_median(mem_once_alloc, REPS), "B", 0, judge);
+
+    bench_section("Scale: per-job cost with many pending / with 1,000 pending");
+    bench_figure("scale_ratio", bench_median(r_scale, REPS), "x", 1.2, judge);
+    bench_figure("once_scale_ratio", bench_median(r_oscale, REPS), "x", 0, judge);
+    bench_figure("close_1m_ms", bench_median(v[CLOSE], REPS), "ms", 0, judge);
+
+    bench_loadavg(la);
+    printf("\nload average after: %.2f %.2f %.2f\n", la[0], la[1], la[2]);
+    bench_record("core_loadavg_after", la[0]);
+    bench_close_out();
+    if (judge && bench_missed)
+        printf("bench_core: %d target(s) missed\n", bench_missed);
+    return 0;
+}

@@ -96,6 +96,7 @@ static inline double bench_cpu_us(void)
 struct bench_opts {
     int quick;                 /* --quick or env BENCH_QUICK (not "" or "0") */
     const char *out;           /* --out FILE: append `key value` lines */
+    const char *profile;       /* --profile WORKLOAD: run only that, for perf */
 };
 
 static inline void bench_parse_opts(struct bench_opts *o, int argc, char **argv)
@@ -105,13 +106,17 @@ static inline void bench_parse_opts(struct bench_opts *o, int argc, char **argv)
 
     o->quick = env && *env && strcmp(env, "0") != 0;
     o->out = NULL;
+    o->profile = NULL;
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             o->quick = 1;
         } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
             o->out = argv[++i];
+        } else if (strcmp(argv[i], "--profile") == 0 && i + 1 < argc) {
+            o->profile = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--out results.txt]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--out results.txt] [--profile WORKLOAD]\n",
+                    argv[0]);
             exit(2);
         }
     }

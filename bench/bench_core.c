@@ -396,6 +396,40 @@ static struct mem_sample sample_pending(size_t n, int managed)
 
 /* ------------------------------------------------------------------ */
 
+/*
+ * --profile WORKLOAD: runs one workload REPS times and prints ns per job, so
+ * that a profiler sees nothing else:
+ *   perf record -g bench/bench_core --profile wait
+ *   valgrind --tool=callgrind bench/bench_core --quick --profile spawn
+ */
+static int profile(const char *what)
+{
+    static const char *const names[] = { "once", "spawn", "wait", "limit", "chain",
+                                         "once_chain", "close" };
+    int rep, k, nnames = (int)(sizeof names / sizeof names[0]);
+
+    for (k = 0; k < nnames && strcmp(what, names[k]) != 0; k++)
+        ;
+    if (k == nnames) {
+        fprintf(stderr, "bench_core: --profile once|spawn|wait|limit|chain|once_chain|close\n");
+        return 2;
+    }
+    for (rep = 0; rep < REPS; rep++) {
+        double x = 0;
+        switch (k) {
+        case 0: x = run_once_upfront(N, 1); break;
+        case 1: x = run_spawn_upfront(N, 0, 0, 1); break;
+        case 2: x = run_spawn_upfront(N, 0, 1, 1); break;
+        case 3: x = run_spawn_upfront(N, 100, 0, 1); break;
+        case 4: x = run_spawn_chain(N); break;
+        case 5: x = run_once_chain(N); break;
+        case 6: x = run_close(N) * 1e6 / (double)N; break;
+        }
+        printf("%s: %.1f ns per job\n", what, x);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct bench_opts o;
@@ -417,6 +451,8 @@ int main(int argc, char **argv)
     judge = !o.quick;
     /* The numbers are for the production mode: no spawn stacks. */
     unsetenv("AJ_DEBUG");
+    if (o.profile)
+        return profile(o.profile);
     bench_open_out(o.out);
     bench_loadavg(la);
     bench_record("core_loadavg_before", la[0]);

@@ -69,3 +69,9 @@ char *aj__strdup(const char *s)
         memcpy(p, s, n);
     return p;
 }
+
+/* The public face of the hook, for layers built on libaj (libaj_evhttp
+ * allocates through these so that one hook accounts for both libraries). */
+AJ_EXPORT void *aj_malloc(size_t sz) { return aj__malloc(sz); }
+AJ_EXPORT void *aj_calloc(size_t n, size_t sz) { return aj__calloc(n, sz); }
+AJ_EXPORT void aj_free(void *p) { aj__free(p); }

@@ -785,6 +785,11 @@ AJ_EXPORT void *aj_job_arg(const aj_job *job)
     return job ? job->arg : NULL;
 }
 
+AJ_EXPORT const struct aj_job_ops *aj_job_ops(const aj_job *job)
+{
+    return job ? job->ops : NULL;
+}
+
 AJ_EXPORT aj_scheduler *aj_job_scheduler(const aj_job *job)
 {
     return job && aj__job_counted(job) ? job->owner.sched : NULL;

@@ -256,6 +256,9 @@ AJ_EXPORT const char *aj_job_name(const aj_job *job);
 AJ_EXPORT int aj_job_set_name(aj_job *job, const char *name);
 /* The arg the job was spawned with. */
 AJ_EXPORT void *aj_job_arg(const aj_job *job);
+/* The ops the job was spawned with (an extra beyond SPEC: lets a layer
+ * such as libaj_evhttp recognise its own jobs without a lookup). */
+AJ_EXPORT const struct aj_job_ops *aj_job_ops(const aj_job *job);
 /* The job's scheduler, or NULL once the job left it (finished, discarded or
  * let go). */
 AJ_EXPORT aj_scheduler *aj_job_scheduler(const aj_job *job);
@@ -331,6 +334,15 @@ AJ_EXPORT void aj_log(int severity, const char *fmt, ...) AJ_PRINTF(2, 3);
 AJ_EXPORT void aj_set_mem_functions(void *(*malloc_fn)(size_t sz),
                                     void *(*realloc_fn)(void *ptr, size_t sz),
                                     void (*free_fn)(void *ptr));
+
+/*
+ * Allocate and free through the functions set above (extras beyond SPEC,
+ * for layers built on libaj such as libaj_evhttp, so that one hook accounts
+ * for every allocation).  aj_malloc/aj_calloc return NULL with ENOMEM.
+ */
+AJ_EXPORT void *aj_malloc(size_t sz);
+AJ_EXPORT void *aj_calloc(size_t n, size_t sz);
+AJ_EXPORT void aj_free(void *ptr);
 
 /* ------------------------------------------------------------------ */
 /* Closing                                                             */

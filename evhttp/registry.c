@@ -118,8 +118,9 @@ static char ascii_lower(char c)
     return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
 }
 
-/* http.c's prefix_suffix_match(pattern, name, ignorecase=1), including its
- * quirk that a trailing '*' needs at least one character. */
+/* http.c's prefix_suffix_match(pattern, name, ignorecase=1), quirks
+ * included: a trailing '*' never matches (its loop stops before trying the
+ * empty rest), so "b.*" matches nothing in libevent 2.1 and nothing here. */
 static int pattern_match(const char *pattern, const char *name)
 {
     char c;

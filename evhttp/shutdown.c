@@ -124,10 +124,15 @@ static void pick_first_socket(struct evhttp_bound_socket *b, void *arg)
         *first = b;
 }
 
+struct forget_ctx {
+    struct aj__node *dead;        /* chained through next_dead */
+    int http_alive;               /* 0: evhttp_free ran, do not touch it */
+};
+
 /* Step 4, per node: stop referring to it, chain it for freeing. */
 static void forget(struct aj__node *n, void *arg)
 {
-    struct aj__node **dead = arg;
+    struct forget_ctx *ctx = arg;
     struct aj__q *q;
 
     /* Requests whose answer is still being written keep their callbacks
@@ -141,29 +146,32 @@ static void forget(struct aj__node *n, void *arg)
     while ((q = aj__q_first(&n->routes)) != NULL) {
         struct aj__route *r = aj__q_data(q, struct aj__route, link);
         aj__q_remove(q);
-        evhttp_del_cb(n->http, r->path);
-        evhttp_set_cb(n->http, r->path, ajh__shed_cb, NULL);
+        if (ctx->http_alive) {
+            evhttp_del_cb(n->http, r->path);
+            evhttp_set_cb(n->http, r->path, ajh__shed_cb, NULL);
+        }
         ajh__route_free(r);
     }
     if (n->gencb) {
-        evhttp_set_gencb(n->http, ajh__shed_cb, NULL);
+        if (ctx->http_alive)
+            evhttp_set_gencb(n->http, ajh__shed_cb, NULL);
         ajh__route_free(n->gencb);
         n->gencb = NULL;
     }
-    n->next_dead = *dead;
-    *dead = n;
+    n->next_dead = ctx->dead;
+    ctx->dead = n;
 }
 
-static void finish(struct aj__shutdown *sd)
+/* Step 4: forget top and its vhosts (the registry lock is held), free
+ * their schedulers (it is not). */
+static void forget_tree(struct aj__node *top, int http_alive)
 {
-    struct aj__node *dead = NULL, *n;
+    struct forget_ctx ctx = { NULL, http_alive };
+    struct aj__node *dead, *n;
     struct aj__q *q;
 
-    sd->phase = SD_DONE;
-    event_del(&sd->grace_ev);
-    event_del(&sd->step_ev);
-    ajh__reg_lock();
-    tree_walk(sd->top, forget, &dead);
+    tree_walk(top, forget, &ctx);
+    dead = ctx.dead;
     for (n = dead; n; n = n->next_dead) {
         /* Children of the top are chained too: unlink each from the
          * registry and its parent; the top may stay a vhost of a parent
@@ -181,6 +189,15 @@ static void finish(struct aj__shutdown *sd)
             aj_scheduler_free(n->sched);
         ajh__node_free(n);
     }
+}
+
+static void finish(struct aj__shutdown *sd)
+{
+    sd->phase = SD_DONE;
+    event_del(&sd->grace_ev);
+    event_del(&sd->step_ev);
+    ajh__reg_lock();
+    forget_tree(sd->top, 1);
     if (sd->cb)
         sd->cb(sd->http, sd->arg);
     aj_free(sd);
@@ -298,4 +315,29 @@ fail:
     aj_free(sd);
     errno = err;
     return -1;
+}
+
+AJ_EXPORT int aj_evhttp_forget(struct evhttp *http)
+{
+    struct aj__node *n, *p;
+
+    if (!http) {
+        errno = EINVAL;
+        return -1;
+    }
+    ajh__reg_lock();
+    n = ajh__node_find(http);
+    for (p = n; p; p = p->parent)
+        if (p->shutdown) {
+            ajh__reg_unlock();
+            errno = EALREADY;
+            return -1;
+        }
+    if (!n) {
+        ajh__reg_unlock();
+        errno = ENOENT;
+        return -1;
+    }
+    forget_tree(n, 0);   /* unlocks */
+    return 0;
 }

@@ -108,6 +108,19 @@ typedef void (*aj_evhttp_cb)(struct evhttp *http, void *arg);
 AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *timeout,
                                  aj_evhttp_cb cb, void *arg);
 
+/*
+ * (Extra beyond SPEC.)  For a server freed with evhttp_free() without
+ * aj_evhttp_shutdown(): drops the adapter's record of `http` and its
+ * registered vhosts without touching them, and frees their schedulers
+ * (aj_scheduler_free: jobs still running are let go).  Requests jobs held
+ * were already dropped safely by evhttp_free().  Without it the record
+ * stays, and a new evhttp at the same address would be refused by
+ * aj_evhttp_setup() with EEXIST.  Call it only after evhttp_free(http).
+ * Returns 0, or -1 with EINVAL, ENOENT (not known) or EALREADY (a shutdown
+ * is running: wait for its callback instead).
+ */
+AJ_EXPORT int aj_evhttp_forget(struct evhttp *http);
+
 #ifdef __cplusplus
 }
 #endif

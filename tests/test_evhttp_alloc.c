@@ -1,0 +1,249 @@
+/*
+ * test_evhttp_alloc.c -- libaj_evhttp when an allocation fails (issue 6,
+ * part 1, the adapter's share; the core's is test_alloc.c).
+ *
+ * One scenario -- setup, a vhost, atomic routes, three requests served by a
+ * real server to libevent's client (one replied at once, one from a timer,
+ * one spawning a background job), then a graceful shutdown -- is run again
+ * and again with the n-th libaj allocation failing, for n = 1, 2, ... until
+ * a run meets no failure.  Each time: every call that failed said ENOMEM,
+ * every client got an answer (200, or 500/503 when the failure hit its
+ * request), the server was shut down (or forgotten, if the shutdown itself
+ * could not start), and every byte libaj allocated was freed.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include <aj/aj.h>
+#include <aj/evhttp.h>
+
+static long live, count, fail_at;
+static int failed_once;
+
+static void *f_malloc(size_t n)
+{
+    void *p;
+
+    if (++count == fail_at) {
+        failed_once = 1;
+        return NULL;
+    }
+    p = malloc(n);
+    if (p)
+        live++;
+    return p;
+}
+
+static void *f_realloc(void *p, size_t n)
+{
+    void *q;
+
+    if (++count == fail_at) {
+        failed_once = 1;
+        return NULL;
+    }
+    q = realloc(p, n);
+    if (q && !p)
+        live++;
+    return q;
+}
+
+static void f_free(void *p)
+{
+    if (p)
+        live--;
+    free(p);
+}
+
+static struct event_base *base;
+static int outstanding, codes[3], bad_errno;
+
+static void check_enomem(int failed)
+{
+    if (failed && errno != ENOMEM)
+        bad_errno++;
+}
+
+static void resp_cb(struct evhttp_request *req, void *arg)
+{
+    int *code = arg;
+
+    *code = req ? evhttp_request_get_response_code(req) : -1;
+    if (--outstanding == 0)
+        event_base_loopexit(base, NULL);
+}
+
+static void h_now(aj_job *job, struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+    aj_evhttp_reply(job, 200, "OK", NULL);
+}
+
+static void later_fire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    aj_evhttp_reply(arg, 200, "OK", NULL);
+}
+
+static void h_later(aj_job *job, struct evhttp_request *req, void *arg)
+{
+    struct timeval tv = { 0, 5000 };
+
+    (void)req;
+    (void)arg;
+    /* libevent's own allocation: not under test */
+    event_base_once(base, -1, EV_TIMEOUT, later_fire, job, &tv);
+}
+
+static void bg_start(aj_job *job, void *arg)
+{
+    (void)arg;
+    aj_job_done(job, 0, NULL);
+}
+
+static const struct aj_job_ops bg_ops = { "bg", bg_start, NULL, NULL };
+
+static void h_spawn(aj_job *job, struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    check_enomem(aj_evhttp_spawn(req, &bg_ops, NULL) == NULL);
+    aj_evhttp_reply(job, 200, "OK", NULL);
+}
+
+static void shut_cb(struct evhttp *http, void *arg)
+{
+    (void)http;
+    *(int *)arg = 1;
+    event_base_loopexit(base, NULL);
+}
+
+/* One run of the scenario; returns 1 if an allocation failed in it. */
+static int scenario(long n)
+{
+    struct evhttp *http, *vhost;
+    struct evhttp_bound_socket *b;
+    struct evhttp_connection *evcon[3];
+    struct sockaddr_in sin;
+    socklen_t len = sizeof sin;
+    static const char *const paths[3] = { "/now", "/later", "/spawn" };
+    struct timeval limit = { 10, 0 };
+    int i, port, shut = 0;
+    aj_scheduler *s;
+
+    count = 0;
+    fail_at = n;
+    failed_once = 0;
+    base = event_base_new();
+    http = evhttp_new(base);
+    vhost = evhttp_new(base);
+    b = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0);
+    getsockname(evhttp_bound_socket_get_fd(b), (struct sockaddr *)&sin, &len);
+    port = ntohs(sin.sin_port);
+
+    s = aj_evhttp_setup(http, base);
+    check_enomem(s == NULL);
+    if (s)
+        aj_scheduler_set_limit(s, 2);
+    i = aj_evhttp_add_virtual_host(http, "v.test", vhost);
+    check_enomem(i != 0);
+    if (i != 0)
+        evhttp_free(vhost);          /* not attached: ours to free */
+    check_enomem(aj_atomic(http, "/now", h_now, NULL) != 0);
+    check_enomem(aj_atomic(http, "/later", h_later, NULL) != 0);
+    check_enomem(aj_atomic(http, "/spawn", h_spawn, NULL) != 0);
+
+    for (i = 0; i < 3; i++) {
+        struct evhttp_request *req;
+        evcon[i] = evhttp_connection_base_new(base, NULL, "127.0.0.1", port);
+        req = evhttp_request_new(resp_cb, &codes[i]);
+        codes[i] = 0;
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+        evhttp_make_request(evcon[i], req, EVHTTP_REQ_GET, paths[i]);
+        outstanding++;
+    }
+    event_base_loopexit(base, &limit);
+    event_base_dispatch(base);
+    ck_assert_int_eq(outstanding, 0);
+    for (i = 0; i < 3; i++)
+        ck_assert_msg(codes[i] == 200 || codes[i] == 500 || codes[i] == 503 || codes[i] == 404,
+                      "n=%ld: request %d got %d", n, i, codes[i]);
+
+    if (aj_evhttp_shutdown(http, NULL, shut_cb, &shut) == 0) {
+        event_base_loopexit(base, &limit);
+        event_base_dispatch(base);
+        ck_assert_msg(shut, "n=%ld: shutdown never called back", n);
+        for (i = 0; i < 3; i++)
+            evhttp_connection_free(evcon[i]);
+        evhttp_free(http);
+    } else {
+        /* ENOENT (setup failed) or ENOMEM: drop the records instead */
+        ck_assert_msg(errno == ENOMEM || errno == ENOENT, "n=%ld: shutdown: %s", n,
+                      strerror(errno));
+        for (i = 0; i < 3; i++)
+            evhttp_connection_free(evcon[i]);
+        evhttp_free(http);
+        aj_evhttp_forget(http);      /* ENOENT if nothing was recorded */
+    }
+    /* let orphaned releases run */
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    event_base_free(base);
+    ck_assert_msg(live == 0, "n=%ld: %ld libaj allocations not freed", n, live);
+    return failed_once;
+}
+
+START_TEST(every_allocation_failure_in_the_adapter_is_clean)
+{
+    long n;
+    int points = 0;
+
+    signal(SIGPIPE, SIG_IGN);
+    aj_set_mem_functions(f_malloc, f_realloc, f_free);
+    for (n = 1; n < 10000; n++) {
+        if (!scenario(n))
+            break;
+        points++;
+    }
+    aj_set_mem_functions(NULL, NULL, NULL);
+    fprintf(stderr, "# evhttp alloc: %d allocation failure points exercised\n", points);
+    ck_assert_int_gt(points, 10);
+    ck_assert_int_eq(bad_errno, 0);
+}
+END_TEST
+
+static void quiet(int severity, const char *msg)
+{
+    (void)severity;
+    (void)msg;
+}
+
+int main(void)
+{
+    Suite *su = suite_create("evhttp_alloc");
+    TCase *tc = tcase_create("enomem");
+    SRunner *sr;
+    int failed;
+
+    aj_set_log_callback(quiet);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, every_allocation_failure_in_the_adapter_is_clean);
+    suite_add_tcase(su, tc);
+    sr = srunner_create(su);
+    srunner_run_all(sr, CK_ENV);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

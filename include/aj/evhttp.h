@@ -60,6 +60,12 @@ AJ_EXPORT aj_scheduler *aj_evhttp_get_scheduler_from_request(struct evhttp_reque
 AJ_EXPORT aj_job *aj_evhttp_spawn(struct evhttp_request *req, const struct aj_job_ops *ops,
                                   void *arg);
 
+/*
+ * An atomic handler: the job's start.  `req` is valid for this call; in
+ * later steps of the job get it again with aj_evhttp_request(job), which
+ * turns NULL once the client went away (libevent then freed it) -- never
+ * keep `req` across steps.
+ */
 typedef void (*aj_atomic_handler)(aj_job *job, struct evhttp_request *req, void *arg);
 
 /*
@@ -81,8 +87,12 @@ AJ_EXPORT int aj_atomic(struct evhttp *http, const char *path, aj_atomic_handler
  * (evhttp_set_gencb).  Returns 0, or -1 with EINVAL or ENOMEM. */
 AJ_EXPORT int aj_atomic_gencb(struct evhttp *http, aj_atomic_handler handler, void *arg);
 
-/* The request an atomic job serves, or NULL once the client went away (or
- * for a job that is not atomic). */
+/* The request an atomic job serves, or NULL once the client went away or
+ * the reply was sent (or for a job that is not atomic).  A client that
+ * leaves while its job waits in the pending queue is noticed at once (the
+ * adapter watches the socket for EOF while a job holds the request) and
+ * the job is discarded; one that leaves while its job runs is noticed too,
+ * and the job runs to its end. */
 AJ_EXPORT struct evhttp_request *aj_evhttp_request(const aj_job *job);
 
 /*

@@ -3,7 +3,6 @@
  * between its files.  Never installed.
  *
  *   alloc.c      the allocator hook
- *   pool.c       slabs of small records (waiters) per scheduler
  *   log.c        the log sink
  *   timer.c      timer queues: one libevent timer per distinct duration
  *   runq.c       the run queue: every user callback is called from here
@@ -40,22 +39,6 @@ void *aj__calloc(size_t n, size_t sz);
 void *aj__realloc(void *p, size_t sz);
 void aj__free(void *p);
 char *aj__strdup(const char *s);
-
-/* ---- pool.c ---- */
-struct aj__slab;
-struct aj__pool {
-    struct aj__q partial;           /* slabs with a free object */
-    struct aj__slab *spare;         /* one empty slab kept for reuse */
-    size_t stride;                  /* header + object, aligned */
-    size_t live;                    /* objects out */
-};
-void aj__pool_init(struct aj__pool *p, size_t size);
-/* An object of the pool's size, or NULL with ENOMEM. */
-void *aj__pool_get(struct aj__pool *p);
-/* Gives obj back to the pool it came from (NULL is ignored). */
-void aj__pool_put(void *obj);
-/* Frees the pool's memory; every object must have been put back. */
-void aj__pool_destroy(struct aj__pool *p);
 
 /* ---- log.c ---- */
 void aj__logv(int severity, const char *fmt, va_list ap);
@@ -195,7 +178,6 @@ void aj__job_deliver_waiters(aj_job *job, int forced_error);
 void aj__job_free_release(aj_job *job);
 void aj__job_release_or_orphan(aj_job *job);
 void aj__job_cancel_now(aj_job *job);
-void aj__waiters_init(aj_scheduler *s);
 
 /* ---- spawn.c ---- */
 struct aj__spawn_req {
@@ -274,8 +256,6 @@ struct aj_scheduler {
     void *exc_arg;
     aj_job_done_cb done_cb;
     void *done_arg;
-
-    struct aj__pool waiter_pool;    /* aj_job_wait / aj_job_close records */
 
     struct aj_stats stats;
     int *dead;                      /* set to 1 when freed under a dispatch */

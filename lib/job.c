@@ -319,7 +319,7 @@ static void waiter_call(struct aj__waiter *w, int error, void *result)
     waiter_unlink(w);
     if (w->cb)
         w->cb(job, error, result, w->cbarg);
-    aj__pool_put(w);
+    aj__free(w);
 }
 
 /*
@@ -340,15 +340,9 @@ void aj__job_deliver_waiters(aj_job *job, int forced_error)
 
 static void waiter_timer_fire(struct aj__timer *t);
 
-/* Waiters come from the scheduler's pool (pool.c): no malloc per wait. */
-void aj__waiters_init(aj_scheduler *s)
-{
-    aj__pool_init(&s->waiter_pool, sizeof(struct aj__waiter));
-}
-
 static struct aj__waiter *waiter_new(aj_job *job, int kind, aj_job_cb cb, void *cbarg)
 {
-    struct aj__waiter *w = aj__pool_get(&job->owner.sched->waiter_pool);
+    struct aj__waiter *w = aj__malloc(sizeof *w);
     if (!w)
         return NULL;
     w->next = w->prev = w;
@@ -690,7 +684,7 @@ AJ_EXPORT int aj_job_wait(aj_job *job, const struct timeval *timeout, aj_job_cb 
         if (!timeout && s->has_wait_timeout)
             timeout = &s->wait_timeout;
         if (timeout && aj__timer_start(s, &w->timer, timeout) < 0) {
-            aj__pool_put(w);
+            aj__free(w);
             return -1;
         }
         waiter_link(job, w);
@@ -719,7 +713,7 @@ AJ_EXPORT int aj_job_close(aj_job *job, const struct timeval *timeout, aj_job_cb
         if (!timeout)
             timeout = aj__sched_close_tv(s);
         if (timeout && aj__timer_start(s, &w->timer, timeout) < 0) {
-            aj__pool_put(w);
+            aj__free(w);
             return -1;
         }
     }

@@ -57,7 +57,6 @@ AJ_EXPORT aj_scheduler *aj_scheduler_new(struct event_base *base)
     s->drained.kind = AJ__CALL_DRAINED;
     aj__timer_init(&s->close_timer, close_timer_fire);
     aj__timer_init(&s->drain_timer, drain_timer_fire);
-    aj__waiters_init(s);
     return s;
 }
 
@@ -412,7 +411,6 @@ AJ_EXPORT void aj_scheduler_free(aj_scheduler *s)
         aj__job_release_or_orphan(aj__q_data(s->finished.next, aj_job, node));
 
     aj__timers_free(s);
-    aj__pool_destroy(&s->waiter_pool);
     event_free(s->runq_ev);
     aj__free(s);
 }

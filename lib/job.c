@@ -704,8 +704,8 @@ AJ_EXPORT int aj_job_close(aj_job *job, const struct timeval *timeout, aj_job_cb
     w = waiter_new(job, AJ__CLOSE, cb, cbarg);
     if (!w)
         return -1;
-    job->call.flags |= AJ__JOB_EXPLICIT;
     if (!aj__job_counted(job)) {
+        job->call.flags |= AJ__JOB_EXPLICIT;
         waiter_add_finished(job, w);
         return 0;
     }
@@ -713,10 +713,11 @@ AJ_EXPORT int aj_job_close(aj_job *job, const struct timeval *timeout, aj_job_cb
         if (!timeout)
             timeout = aj__sched_close_tv(s);
         if (timeout && aj__timer_start(s, &w->timer, timeout) < 0) {
-            aj__free(w);
+            aj__free(w);            /* failed: the job stays as it was */
             return -1;
         }
     }
+    job->call.flags |= AJ__JOB_EXPLICIT;
     waiter_link(job, w);
     aj__job_close(job);             /* a discarded job is now FINISHING */
     return 0;

@@ -52,7 +52,8 @@ struct aj__timer {
     void (*fire)(struct aj__timer *t);
 };
 void aj__timer_init(struct aj__timer *t, void (*fire)(struct aj__timer *));
-/* Starts (or restarts) t to fire after `after`.  -1 with ENOMEM. */
+/* Starts (or restarts) t to fire after `after`.  -1 with ENOMEM: t is
+ * then unchanged (still running if it was). */
 int aj__timer_start(aj_scheduler *s, struct aj__timer *t, const struct timeval *after);
 void aj__timer_stop(struct aj__timer *t);
 static inline int aj__timer_running(const struct aj__timer *t) { return t->tq != NULL; }

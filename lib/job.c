@@ -850,14 +850,15 @@ AJ_EXPORT int aj_job_set_timeout(aj_job *job, const struct timeval *tv)
     ext = aj__job_ext(job);
     if (!ext)
         return -1;
+    if (aj__job_state(job) == AJ__JOB_RUNNING && !ext->timer_closing) {
+        if (!tv)
+            aj__timer_stop(&ext->timer);
+        else if (aj__timer_start(s, &ext->timer, tv) < 0)
+            return -1;              /* the timeout it had still runs */
+    }
     ext->timeout_set = 1;
     ext->timeout_none = tv == NULL;
     if (tv)
         ext->timeout = *tv;
-    if (aj__job_state(job) == AJ__JOB_RUNNING && !ext->timer_closing) {
-        aj__timer_stop(&ext->timer);
-        if (tv && aj__timer_start(s, &ext->timer, tv) < 0)
-            return -1;
-    }
     return 0;
 }

@@ -177,10 +177,16 @@ int aj__timer_start(aj_scheduler *s, struct aj__timer *t, const struct timeval *
     struct timeval now;
     int was_empty;
 
-    aj__timer_stop(t);
+    /* The queue first: without memory, t keeps running as it was. */
     tq = timerq_get(s, after);
     if (!tq)
         return -1;
+    if (t->tq == tq) {              /* same queue: never free it here */
+        aj__q_remove(&t->link);
+        t->tq = NULL;
+    } else {
+        aj__timer_stop(t);
+    }
     monotonic_now(&now);
     evutil_timeradd(&now, after, &t->deadline);
     evutil_timeradd(&t->deadline, clock_tick(), &t->deadline);

@@ -1,0 +1,1008 @@
+/*
+ * test_alloc.c -- the core when an allocation fails (issue 6, part 1; the
+ * adapter's share is test_evhttp_alloc.c).
+ *
+ * Each scenario below runs on a real event loop, again and again, with the
+ * n-th libaj allocation failing (through aj_set_mem_functions), for n = 1,
+ * 2, ... until a run meets no failure.  Every run checks:
+ *  - a call that failed says ENOMEM and took nothing (a failed spawn is
+ *    never released; a failed wait or close leaves the job as it was);
+ *    internal allocations that have a documented fallback (no spawn stack,
+ *    no close timer, the name "job", a lost report) take it;
+ *  - the scheduler is still usable: the call retried succeeds, a canary job
+ *    spawned afterwards starts and is released;
+ *  - every job's release ran exactly once, and every waiter, close and spawn
+ *    callback exactly once;
+ *  - every byte libaj allocated was freed.
+ * The number of failure points each scenario exercised is printed on
+ * stderr (the test's log) and must be > 0.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include <aj/aj.h>
+
+/* ------------------------------------------------------------------ */
+/* The failing allocator                                               */
+/* ------------------------------------------------------------------ */
+
+static long live, count, fail_at;
+static int failed_once;
+
+static void *f_malloc(size_t n)
+{
+    void *p;
+
+    if (++count == fail_at) {
+        failed_once = 1;
+        return NULL;
+    }
+    p = malloc(n);
+    if (p)
+        live++;
+    return p;
+}
+
+static void *f_realloc(void *p, size_t n)
+{
+    void *q;
+
+    if (++count == fail_at) {
+        failed_once = 1;
+        return NULL;
+    }
+    q = realloc(p, n);
+    if (q && !p)
+        live++;
+    return q;
+}
+
+static void f_free(void *p)
+{
+    if (p)
+        live--;
+    free(p);
+}
+
+static int oom_logs;                /* log lines that mention memory */
+
+static void log_cb(int severity, const char *msg)
+{
+    (void)severity;
+    if (strstr(msg, "out of memory"))
+        oom_logs++;
+}
+
+/* ------------------------------------------------------------------ */
+/* A loop, jobs, waiters                                               */
+/* ------------------------------------------------------------------ */
+
+static struct event_base *base;
+static long run_n;                  /* the n of the current run, for messages */
+
+static void safety_cb(evutil_socket_t fd, short w, void *arg)
+{
+    (void)fd;
+    (void)w;
+    (void)arg;
+    ck_abort_msg("n=%ld: safety timer: the loop did not finish", run_n);
+}
+
+/* Runs the loop until nothing but the safety timer is left (10 s). */
+static void run(void)
+{
+    struct timeval tv = { 10, 0 };
+    struct event *safety = evtimer_new(base, safety_cb, NULL);
+
+    evtimer_add(safety, &tv);
+    while (event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE) > 1)
+        event_base_loop(base, EVLOOP_ONCE);
+    event_free(safety);
+}
+
+/* A job: finishes with `error` inside start (ms 0), after ms (> 0), or only
+ * when told (< 0).  cancel finishes it with ECANCELED unless stubborn. */
+struct tjob {
+    aj_job *job;
+    struct event *ev;
+    int ms, error, stubborn;
+    int spawned;                    /* aj_spawn or the spawn callback gave a job */
+    int started, cancelled, released, done;
+    void *result;
+};
+
+#define MAX_TJOBS 16
+static struct tjob tj[MAX_TJOBS];
+static int starts, order[MAX_TJOBS];
+
+static void tjob_done(struct tjob *t, int error)
+{
+    if (t->done)
+        return;
+    t->done = 1;
+    if (t->ev)
+        evtimer_del(t->ev);
+    aj_job_done(t->job, error, t->result);
+}
+
+static void tjob_fire(evutil_socket_t fd, short w, void *arg)
+{
+    struct tjob *t = arg;
+    (void)fd;
+    (void)w;
+    tjob_done(t, t->error);
+}
+
+static void tjob_start(aj_job *job, void *arg)
+{
+    struct tjob *t = arg;
+
+    ck_assert_int_eq(t->started, 0);
+    t->job = job;
+    t->started++;
+    if (starts < MAX_TJOBS)
+        order[starts] = (int)(t - tj);
+    starts++;
+    if (t->ms == 0) {
+        tjob_done(t, t->error);
+    } else if (t->ms > 0) {
+        struct timeval tv = { t->ms / 1000, (t->ms % 1000) * 1000 };
+        t->ev = evtimer_new(base, tjob_fire, t);     /* libevent's memory */
+        evtimer_add(t->ev, &tv);
+    }
+}
+
+static void tjob_cancel(aj_job *job, void *arg)
+{
+    struct tjob *t = arg;
+    (void)job;
+    t->cancelled++;
+    if (!t->stubborn)
+        tjob_done(t, ECANCELED);
+}
+
+static void tjob_release(void *arg)
+{
+    struct tjob *t = arg;
+
+    t->released++;
+    if (t->ev) {
+        event_free(t->ev);
+        t->ev = NULL;
+    }
+}
+
+static const struct aj_job_ops tops = { "tjob", tjob_start, tjob_cancel, tjob_release };
+static const struct aj_job_ops tops_noname = { NULL, tjob_start, tjob_cancel, tjob_release };
+
+/* A waiter / close / spawn / scheduler callback record. */
+struct rec {
+    int calls, error;
+    void *result;
+    aj_job *job;
+};
+
+#define MAX_RECS 16
+static struct rec rc[MAX_RECS];
+
+static void rec_job_cb(aj_job *job, int error, void *result, void *cbarg)
+{
+    struct rec *r = cbarg;
+    r->calls++;
+    r->error = error;
+    r->result = result;
+    r->job = job;
+}
+
+static void rec_spawn_cb(aj_scheduler *s, aj_job *job, int error, void *cbarg)
+{
+    struct rec *r = cbarg;
+    (void)s;
+    r->calls++;
+    r->error = error;
+    r->job = job;
+    if (job)
+        ((struct tjob *)aj_job_arg(job))->spawned = 1;
+}
+
+static void rec_sched_cb(aj_scheduler *s, void *arg)
+{
+    struct rec *r = arg;
+    r->calls++;
+    r->error = (int)aj_scheduler_size(s);  /* must be 0 */
+}
+
+static void free_in_close_cb(aj_scheduler *s, void *arg)
+{
+    rec_sched_cb(s, arg);
+    aj_scheduler_free(s);
+}
+
+/* Exception handler record. */
+static struct {
+    int calls, error, failed, timed_out, custom;
+    size_t tb_len;
+    aj_job *job;
+    char tb0[64];
+} exc;
+
+static void exc_cb(aj_scheduler *s, const struct aj_error_info *info, void *arg)
+{
+    (void)s;
+    (void)arg;
+    exc.calls++;
+    exc.error = info->error;
+    exc.job = info->job;
+    exc.tb_len = info->source_traceback_len;
+    if (strcmp(info->message, "Job processing failed") == 0)
+        exc.failed++;
+    else if (strcmp(info->message, "Job closing timed out") == 0)
+        exc.timed_out++;
+    else if (strcmp(info->message, "custom") == 0)
+        exc.custom++;
+    if (info->source_traceback_len && info->source_traceback)
+        snprintf(exc.tb0, sizeof exc.tb0, "%s", info->source_traceback[0]);
+}
+
+/* ------------------------------------------------------------------ */
+/* Run bookkeeping                                                     */
+/* ------------------------------------------------------------------ */
+
+static int enomem_seen;             /* calls that failed with ENOMEM */
+
+/* A call failed: it must say ENOMEM. */
+static void failed_with_enomem(const char *what)
+{
+    ck_assert_msg(errno == ENOMEM, "n=%ld: %s failed with %s, not ENOMEM", run_n, what,
+                  strerror(errno));
+    enomem_seen++;
+}
+
+static void begin_run(long n)
+{
+    run_n = n;
+    count = 0;
+    fail_at = n;
+    failed_once = 0;
+    live = 0;
+    oom_logs = 0;
+    enomem_seen = 0;
+    starts = 0;
+    memset(tj, 0, sizeof tj);
+    memset(rc, 0, sizeof rc);
+    memset(order, 0, sizeof order);
+    memset(&exc, 0, sizeof exc);
+    base = event_base_new();
+    ck_assert_ptr_nonnull(base);
+}
+
+/* Ends a run: every job given to the library released exactly once, none
+ * that the library refused; every byte freed.  Returns 1 if an allocation
+ * failed in the run. */
+static int end_run(void)
+{
+    int i;
+
+    event_base_loop(base, EVLOOP_NONBLOCK);     /* let-go releases */
+    event_base_free(base);
+    base = NULL;
+    for (i = 0; i < MAX_TJOBS; i++)
+        ck_assert_msg(tj[i].released == (tj[i].spawned ? 1 : 0),
+                      "n=%ld: job %d spawned=%d released %d times", run_n, i, tj[i].spawned,
+                      tj[i].released);
+    ck_assert_msg(live == 0, "n=%ld: %ld libaj allocations not freed", run_n, live);
+    if (!failed_once)
+        ck_assert_int_eq(enomem_seen, 0);
+    return failed_once;
+}
+
+static aj_scheduler *new_sched(void)
+{
+    aj_scheduler *s = aj_scheduler_new(base);
+
+    if (!s) {
+        failed_with_enomem("aj_scheduler_new");
+        s = aj_scheduler_new(base);
+    }
+    ck_assert_ptr_nonnull(s);
+    aj_scheduler_set_exception_handler(s, exc_cb, NULL);
+    return s;
+}
+
+/* aj_spawn; on ENOMEM the job must not exist (never released) and a retry
+ * must work. */
+static aj_job *spawn(aj_scheduler *s, const struct aj_job_ops *ops, struct tjob *t)
+{
+    aj_job *job = aj_spawn(s, ops, t);
+
+    if (!job) {
+        failed_with_enomem("aj_spawn");
+        ck_assert_int_eq(t->released, 0);
+        job = aj_spawn(s, ops, t);
+    }
+    ck_assert_ptr_nonnull(job);
+    t->job = job;
+    t->spawned = 1;
+    return job;
+}
+
+static void spawn_async(aj_scheduler *s, struct tjob *t, const struct timeval *tv, struct rec *r)
+{
+    if (aj_spawn_async(s, &tops, t, tv, rec_spawn_cb, r) < 0) {
+        failed_with_enomem("aj_spawn_async");
+        ck_assert_int_eq(aj_spawn_async(s, &tops, t, tv, rec_spawn_cb, r), 0);
+    }
+}
+
+static void wait_job(aj_job *job, const struct timeval *tv, struct rec *r)
+{
+    if (aj_job_wait(job, tv, rec_job_cb, r) < 0) {
+        failed_with_enomem("aj_job_wait");
+        ck_assert_int_eq(r->calls, 0);
+        ck_assert_int_eq(aj_job_wait(job, tv, rec_job_cb, r), 0);
+    }
+}
+
+static void close_job(aj_job *job, const struct timeval *tv, struct rec *r)
+{
+    if (aj_job_close(job, tv, r ? rec_job_cb : NULL, r) < 0) {
+        failed_with_enomem("aj_job_close");
+        ck_assert_int_eq(aj_job_close(job, tv, r ? rec_job_cb : NULL, r), 0);
+    }
+}
+
+/* The scheduler still works: a job spawned now starts and is released. */
+static void canary(aj_scheduler *s, struct tjob *t)
+{
+    t->ms = 0;
+    spawn(s, &tops, t);
+    run();
+    ck_assert_msg(t->started == 1 && t->released == 1, "n=%ld: canary did not run", run_n);
+}
+
+static void check_stats(aj_scheduler *s)
+{
+    struct aj_stats st;
+
+    aj_scheduler_get_stats(s, &st);
+    ck_assert_uint_eq(st.spawned, st.succeeded + st.failed + st.cancelled + aj_scheduler_size(s));
+    ck_assert_uint_le(st.started, st.spawned);
+}
+
+/* Runs a scenario for n = 1, 2, ... until no allocation fails in it. */
+static int failure_points(const char *name, int (*scenario)(long n))
+{
+    long n;
+    int points = 0;
+
+    aj_set_log_callback(log_cb);
+    aj_set_mem_functions(f_malloc, f_realloc, f_free);
+    for (n = 1; n < 100000; n++) {
+        if (!scenario(n))
+            break;
+        points++;
+    }
+    aj_set_mem_functions(NULL, NULL, NULL);
+    aj_set_log_callback(NULL);
+    fprintf(stderr, "# alloc %s: %d allocation failure points exercised\n", name, points);
+    return points;
+}
+
+static const struct timeval ms1 = { 0, 1000 }, ms5 = { 0, 5000 }, s1 = { 1, 0 };
+
+/* ------------------------------------------------------------------ */
+/* Scenarios                                                           */
+/* ------------------------------------------------------------------ */
+
+/* aj_scheduler_new, then a job, then free. */
+static int sc_scheduler_new(long n)
+{
+    aj_scheduler *s;
+
+    begin_run(n);
+    s = new_sched();
+    ck_assert_int_eq(aj_scheduler_closed(s), 0);
+    canary(s, &tj[0]);
+    check_stats(s);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* Jobs admitted at once and pending, started in FIFO order. */
+static int sc_spawn(long n)
+{
+    aj_scheduler *s;
+    int i;
+
+    begin_run(n);
+    s = new_sched();
+    aj_scheduler_set_limit(s, 2);
+    for (i = 0; i < 5; i++) {
+        tj[i].ms = i < 2 ? 2 : 0;
+        spawn(s, i % 2 ? &tops_noname : &tops, &tj[i]);
+    }
+    ck_assert_uint_eq(aj_scheduler_active_count(s), 2);
+    ck_assert_uint_eq(aj_scheduler_pending_count(s), 3);
+    run();
+    for (i = 0; i < 5; i++) {
+        ck_assert_int_eq(tj[i].started, 1);
+        ck_assert_int_eq(order[i], i);
+    }
+    canary(s, &tj[5]);
+    check_stats(s);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* aj_spawn_async: admitted at once, admitted later (with and without a
+ * timeout), and timed out while queued. */
+static int sc_spawn_async(long n)
+{
+    aj_scheduler *s;
+    const struct timeval zero = { 0, 0 };
+    int i;
+
+    begin_run(n);
+    s = new_sched();
+    spawn_async(s, &tj[0], NULL, &rc[0]);       /* room: admitted at once */
+    run();
+    ck_assert_int_eq(rc[0].calls, 1);
+    ck_assert_int_eq(rc[0].error, 0);
+    aj_scheduler_set_limit(s, 1);
+    aj_scheduler_set_pending_limit(s, 1);
+    tj[1].ms = 30;                              /* holds the slot */
+    tj[2].ms = 1;                               /* fills the queue */
+    spawn(s, &tops, &tj[1]);
+    spawn(s, &tops, &tj[2]);
+    spawn_async(s, &tj[3], NULL, &rc[3]);       /* queued, no timeout */
+    spawn_async(s, &tj[4], &s1, &rc[4]);        /* queued, 1 s */
+    spawn_async(s, &tj[5], &zero, &rc[5]);      /* queued, times out first */
+    ck_assert_int_eq(rc[3].calls + rc[4].calls + rc[5].calls, 0);
+    run();
+    for (i = 3; i <= 5; i++)
+        ck_assert_int_eq(rc[i].calls, 1);
+    ck_assert_int_eq(rc[3].error, 0);
+    ck_assert_int_eq(rc[4].error, 0);
+    ck_assert_int_eq(rc[5].error, ETIMEDOUT);
+    ck_assert_ptr_null(rc[5].job);
+    ck_assert_int_eq(tj[5].started, 0);
+    ck_assert_int_eq(tj[3].started + tj[4].started, 2);
+    canary(s, &tj[6]);
+    check_stats(s);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* aj_job_wait: with the default and an own timeout, on a finished job, and a
+ * wait that expires and closes a stubborn job (its close timer is one more
+ * allocation, with a fallback: the wait ends at once). */
+static int sc_wait(long n)
+{
+    aj_scheduler *s;
+    static int res;
+    const struct timeval ms2 = { 0, 2000 };
+
+    begin_run(n);
+    s = new_sched();
+    aj_scheduler_set_close_timeout(s, &ms5);
+    tj[0].ms = 3;
+    tj[0].error = EIO;
+    tj[0].result = &res;
+    tj[1].ms = -1;
+    tj[1].stubborn = 1;
+    spawn(s, &tops, &tj[0]);
+    spawn(s, &tops, &tj[1]);
+    wait_job(tj[0].job, NULL, &rc[0]);
+    wait_job(tj[0].job, &s1, &rc[1]);
+    wait_job(tj[1].job, &ms2, &rc[2]);
+    run();
+    ck_assert_int_eq(rc[0].calls, 1);
+    ck_assert_int_eq(rc[0].error, EIO);
+    ck_assert_ptr_eq(rc[0].result, &res);
+    ck_assert_int_eq(rc[1].calls, 1);
+    ck_assert_int_eq(rc[1].error, EIO);
+    ck_assert_int_eq(rc[2].calls, 1);
+    ck_assert_int_eq(rc[2].error, ETIMEDOUT);
+    ck_assert_int_eq(tj[1].cancelled, 1);
+    ck_assert_int_eq(exc.calls, 0);             /* both explicit */
+    /* the stubborn job keeps its slot until it finishes */
+    ck_assert_uint_eq(aj_scheduler_active_count(s), 1);
+    tjob_done(&tj[1], 0);
+    run();
+    ck_assert_int_eq(tj[0].released + tj[1].released, 2);
+    check_stats(s);
+    canary(s, &tj[2]);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* A wait on a finished job is answered from the loop with the outcome. */
+static int sc_wait_finished(long n)
+{
+    aj_scheduler *s;
+
+    begin_run(n);
+    s = new_sched();
+    tj[0].ms = 0;
+    tj[0].error = ENOENT;
+    spawn(s, &tops, &tj[0]);
+    aj_job_ref(tj[0].job);                      /* keep the handle valid */
+    run();
+    ck_assert_int_eq(exc.failed, 1);
+    wait_job(tj[0].job, NULL, &rc[0]);
+    close_job(tj[0].job, NULL, &rc[1]);
+    aj_job_unref(tj[0].job);
+    ck_assert_int_eq(rc[0].calls + rc[1].calls, 0);
+    run();
+    ck_assert_int_eq(rc[0].calls, 1);
+    ck_assert_int_eq(rc[0].error, ENOENT);
+    ck_assert_int_eq(rc[1].calls, 1);
+    ck_assert_int_eq(rc[1].error, ENOENT);
+    canary(s, &tj[1]);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* aj_job_close: of a running job that honours it, of a stubborn one (the
+ * close times out), of a pending job (never starts), of a finished job. */
+static int sc_close(long n)
+{
+    aj_scheduler *s;
+    const struct timeval ms50 = { 0, 50000 };
+
+    begin_run(n);
+    s = new_sched();
+    aj_scheduler_set_limit(s, 2);
+    tj[0].ms = -1;
+    tj[1].ms = -1;
+    tj[1].stubborn = 1;
+    tj[2].ms = 0;
+    spawn(s, &tops, &tj[0]);
+    spawn(s, &tops, &tj[1]);
+    spawn(s, &tops, &tj[2]);                    /* pending */
+    event_base_loop(base, EVLOOP_NONBLOCK);     /* 0 and 1 start */
+    close_job(tj[0].job, &ms50, &rc[0]);
+    close_job(tj[1].job, &ms1, &rc[1]);
+    close_job(tj[2].job, NULL, &rc[2]);
+    ck_assert_int_eq(aj_job_closed(tj[2].job), 1);
+    run();
+    ck_assert_int_eq(rc[0].calls, 1);
+    ck_assert_int_eq(rc[0].error, 0);
+    ck_assert_int_eq(rc[1].calls, 1);
+    ck_assert_int_eq(rc[1].error, ETIMEDOUT);
+    ck_assert_int_eq(rc[2].calls, 1);
+    ck_assert_int_eq(rc[2].error, 0);
+    ck_assert_int_eq(tj[2].started, 0);
+    ck_assert_int_eq(tj[2].released, 1);
+    aj_job_ref(tj[1].job);
+    tjob_done(&tj[1], 0);
+    run();
+    close_job(tj[1].job, NULL, &rc[3]);         /* a finished job */
+    aj_job_unref(tj[1].job);
+    run();
+    ck_assert_int_eq(rc[3].calls, 1);
+    ck_assert_int_eq(rc[3].error, 0);
+    ck_assert_int_eq(exc.calls, 0);
+    check_stats(s);
+    canary(s, &tj[3]);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* A wait or close that failed took nothing: the job is not closed and not
+ * explicit, so its failure still reaches the exception handler. */
+static int sc_failed_wait_or_close_leaves_the_job_as_it_was(long n)
+{
+    aj_scheduler *s;
+    const struct timeval odd1 = { 0, 777000 }, odd2 = { 0, 778000 };
+    int waited, closed;
+
+    begin_run(n);
+    s = new_sched();
+    tj[0].ms = -1;
+    tj[1].ms = -1;
+    tj[1].stubborn = 1;
+    spawn(s, &tops, &tj[0]);
+    spawn(s, &tops, &tj[1]);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    /* durations of their own: each needs a new timer queue */
+    waited = aj_job_wait(tj[0].job, &odd1, rec_job_cb, &rc[0]) == 0;
+    if (!waited)
+        failed_with_enomem("aj_job_wait");
+    closed = aj_job_close(tj[1].job, &odd2, rec_job_cb, &rc[1]) == 0;
+    if (!closed) {
+        failed_with_enomem("aj_job_close");
+        ck_assert_int_eq(aj_job_closed(tj[1].job), 0);
+        ck_assert_int_eq(aj_job_active(tj[1].job), 1);
+    }
+    ck_assert_int_eq(tj[1].cancelled, 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(tj[1].cancelled, closed);
+    tjob_done(&tj[0], EIO);
+    tjob_done(&tj[1], EPIPE);
+    run();
+    ck_assert_int_eq(rc[0].calls, waited);
+    ck_assert_int_eq(rc[1].calls, closed);
+    if (waited)
+        ck_assert_int_eq(rc[0].error, EIO);
+    if (closed)
+        ck_assert_int_eq(rc[1].error, EPIPE);
+    ck_assert_msg(exc.failed == !waited + !closed,
+                  "n=%ld: waited %d closed %d, but %d failures reported", run_n, waited, closed,
+                  exc.failed);
+    canary(s, &tj[2]);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* aj_job_set_name and the generated name (whose fallback is "job"). */
+static int sc_set_name(long n)
+{
+    aj_scheduler *s;
+    const char *name;
+    int i;
+
+    begin_run(n);
+    s = new_sched();
+    for (i = 0; i < 2; i++) {
+        tj[i].ms = -1;
+        spawn(s, &tops_noname, &tj[i]);
+    }
+    name = aj_job_name(tj[0].job);
+    ck_assert_ptr_nonnull(name);
+    ck_assert_msg(strcmp(name, "job") == 0 || strncmp(name, "job-", 4) == 0, "name %s", name);
+    if (aj_job_set_name(tj[0].job, "first") < 0) {
+        failed_with_enomem("aj_job_set_name");
+        ck_assert_str_eq(aj_job_name(tj[0].job), name);   /* unchanged */
+        ck_assert_int_eq(aj_job_set_name(tj[0].job, "first"), 0);
+    }
+    ck_assert_str_eq(aj_job_name(tj[0].job), "first");
+    if (aj_job_set_name(tj[1].job, "second") < 0) {     /* no extras yet */
+        failed_with_enomem("aj_job_set_name");
+        ck_assert_int_eq(aj_job_set_name(tj[1].job, "second"), 0);
+    }
+    ck_assert_str_eq(aj_job_name(tj[1].job), "second");
+    ck_assert_int_eq(aj_job_set_name(tj[0].job, NULL), 0);   /* back to generated */
+    name = aj_job_name(tj[0].job);
+    ck_assert_msg(strncmp(name, "job-", 4) == 0 || strcmp(name, "job") == 0, "n=%ld: name %s",
+                  run_n, name);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    tjob_done(&tj[0], 0);
+    tjob_done(&tj[1], 0);
+    canary(s, &tj[2]);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* Debug mode: the spawn stack is recorded (or, without memory, not: the
+ * report then has no traceback), and the failure is reported either way. */
+static int sc_debug_stacks(long n)
+{
+    aj_scheduler *s;
+
+    begin_run(n);
+    s = new_sched();
+    aj_scheduler_set_debug(s, 1);
+    tj[0].ms = 0;
+    tj[0].error = EIO;
+    spawn(s, &tops, &tj[0]);
+    tj[1].ms = 1;
+    tj[1].error = EPIPE;
+    spawn(s, &tops, &tj[1]);
+    run();
+    ck_assert_int_eq(exc.failed, 2);
+    ck_assert_int_eq(exc.calls, 2);
+    if (!failed_once)
+        ck_assert_uint_gt(exc.tb_len, 0);
+    canary(s, &tj[2]);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* aj_scheduler_call_exception_handler copies info; without memory the
+ * report is lost and logged, and the job's reference is not kept. */
+static int sc_call_exception_handler(long n)
+{
+    aj_scheduler *s;
+    struct aj_error_info info;
+    const char *tb[3] = { "frame one", "frame two", NULL };
+    char msg[16];
+    int lost;
+
+    begin_run(n);
+    s = new_sched();
+    tj[0].ms = -1;
+    spawn(s, &tops, &tj[0]);
+    strcpy(msg, "custom");
+    memset(&info, 0, sizeof info);
+    info.message = msg;
+    info.job = tj[0].job;
+    info.error = EPIPE;
+    info.source_traceback = tb;
+    info.source_traceback_len = 3;
+    aj_scheduler_call_exception_handler(s, &info);
+    lost = oom_logs;
+    msg[0] = 'X';
+    ck_assert_int_eq(exc.calls, 0);
+    run();
+    ck_assert_int_eq(tj[0].started, 1);
+    tjob_done(&tj[0], 0);
+    run();
+    ck_assert_int_eq(tj[0].released, 1);
+    if (lost) {
+        ck_assert_int_eq(exc.custom, 0);
+    } else {
+        ck_assert_int_eq(exc.custom, 1);
+        ck_assert_int_eq(exc.error, EPIPE);
+        ck_assert_ptr_eq(exc.job, tj[0].job);
+        ck_assert_uint_eq(exc.tb_len, 3);
+        ck_assert_str_eq(exc.tb0, "frame one");
+    }
+    canary(s, &tj[1]);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* The test's hand on a stubborn job: finish it later, whatever the close
+ * made of it (let go, or waited for when the close timer had no memory). */
+static void finish_later_cb(evutil_socket_t fd, short w, void *arg)
+{
+    (void)fd;
+    (void)w;
+    tjob_done(arg, 0);
+}
+
+/* aj_scheduler_close with running (one stubborn), pending and queued work;
+ * the close timer has a fallback (wait without it). */
+static int sc_scheduler_close(long n)
+{
+    aj_scheduler *s;
+    const struct timeval ms30 = { 0, 30000 };
+    struct event *later;
+    int i;
+
+    begin_run(n);
+    s = new_sched();
+    aj_scheduler_set_close_timeout(s, &ms1);
+    aj_scheduler_set_limit(s, 2);
+    aj_scheduler_set_pending_limit(s, 1);
+    tj[0].ms = -1;
+    tj[1].ms = -1;
+    tj[1].stubborn = 1;
+    spawn(s, &tops, &tj[0]);
+    spawn(s, &tops, &tj[1]);
+    spawn(s, &tops, &tj[2]);                    /* pending */
+    spawn_async(s, &tj[3], NULL, &rc[3]);       /* queued */
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    wait_job(tj[1].job, NULL, &rc[1]);
+    wait_job(tj[2].job, NULL, &rc[2]);
+    if (aj_scheduler_close(s, rec_sched_cb, &rc[0]) < 0) {
+        failed_with_enomem("aj_scheduler_close");
+        ck_assert_int_eq(aj_scheduler_closed(s), 0);
+        ck_assert_uint_eq(aj_scheduler_size(s), 3);
+        ck_assert_int_eq(aj_scheduler_close(s, rec_sched_cb, &rc[0]), 0);
+    }
+    ck_assert_int_eq(aj_scheduler_closed(s), 1);
+    if (aj_scheduler_close(s, rec_sched_cb, &rc[4]) < 0)     /* again: harmless */
+        failed_with_enomem("aj_scheduler_close");
+    later = evtimer_new(base, finish_later_cb, &tj[1]);
+    evtimer_add(later, &ms30);
+    run();
+    event_free(later);
+    ck_assert_int_eq(rc[0].calls, 1);
+    ck_assert_int_eq(rc[0].error, 0);
+    ck_assert_int_le(rc[4].calls, 1);
+    ck_assert_int_eq(rc[1].calls, 1);
+    /* ETIMEDOUT when let go; 0 if the close had no timer and waited */
+    ck_assert_msg(rc[1].error == ETIMEDOUT || rc[1].error == 0, "n=%ld: %d", run_n, rc[1].error);
+    ck_assert_int_eq(rc[2].calls, 1);
+    ck_assert_int_eq(rc[2].error, ECANCELED);
+    ck_assert_int_eq(rc[3].calls, 1);
+    ck_assert_int_eq(rc[3].error, ESHUTDOWN);
+    ck_assert_int_eq(tj[2].started + tj[3].started, 0);
+    for (i = 0; i < 3; i++)
+        ck_assert_int_eq(tj[i].released, 1);
+    check_stats(s);
+    errno = 0;
+    ck_assert_ptr_null(aj_spawn(s, &tops, &tj[4]));
+    ck_assert_int_eq(errno, ESHUTDOWN);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* wait_and_close: waits for running, pending and meanwhile spawned jobs,
+ * then closes; freed from its close callback (the usual pattern). */
+static int sc_wait_and_close(long n)
+{
+    aj_scheduler *s;
+    int i;
+
+    begin_run(n);
+    s = new_sched();
+    aj_scheduler_set_limit(s, 1);
+    tj[0].ms = 2;
+    tj[1].ms = 1;
+    spawn(s, &tops, &tj[0]);
+    spawn(s, &tops, &tj[1]);
+    if (aj_scheduler_wait_and_close(s, &s1, free_in_close_cb, &rc[0]) < 0) {
+        failed_with_enomem("aj_scheduler_wait_and_close");
+        ck_assert_int_eq(aj_scheduler_closed(s), 0);
+        canary(s, &tj[3]);                      /* still open, still works */
+        ck_assert_int_eq(aj_scheduler_wait_and_close(s, &s1, free_in_close_cb, &rc[0]), 0);
+    }
+    tj[2].ms = 1;
+    spawn(s, &tops, &tj[2]);                    /* waited for too */
+    run();
+    ck_assert_int_eq(rc[0].calls, 1);
+    ck_assert_int_eq(rc[0].error, 0);
+    for (i = 0; i < 3; i++) {
+        ck_assert_int_eq(tj[i].started, 1);
+        ck_assert_int_eq(tj[i].cancelled, 0);
+    }
+    return end_run();
+}
+
+/* aj_scheduler_free with everything owed: a running stubborn job with a
+ * waiter and a close in progress, a pending job with a waiter, a queued
+ * spawn request, a report not yet delivered, a close in progress. */
+static int sc_scheduler_free(long n)
+{
+    aj_scheduler *s;
+    struct aj_error_info info;
+    int i, closed;
+
+    begin_run(n);
+    s = new_sched();
+    aj_scheduler_set_limit(s, 1);
+    aj_scheduler_set_pending_limit(s, 1);
+    tj[0].ms = -1;
+    tj[0].stubborn = 1;
+    spawn(s, &tops, &tj[0]);
+    spawn(s, &tops, &tj[1]);                    /* pending */
+    spawn_async(s, &tj[2], &s1, &rc[2]);        /* queued */
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    wait_job(tj[0].job, &s1, &rc[0]);
+    close_job(tj[0].job, &s1, &rc[4]);
+    wait_job(tj[1].job, NULL, &rc[1]);
+    memset(&info, 0, sizeof info);
+    info.message = "custom";
+    info.job = tj[1].job;
+    info.error = EIO;
+    aj_scheduler_call_exception_handler(s, &info);
+    closed = aj_scheduler_close(s, rec_sched_cb, &rc[3]) == 0;
+    if (!closed)
+        failed_with_enomem("aj_scheduler_close");
+    aj_scheduler_free(s);
+    ck_assert_int_eq(rc[0].calls, 1);
+    ck_assert_int_eq(rc[0].error, ESHUTDOWN);
+    ck_assert_int_eq(rc[4].calls, 1);
+    ck_assert_int_eq(rc[4].error, ESHUTDOWN);
+    ck_assert_int_eq(rc[1].calls, 1);
+    ck_assert_int_eq(rc[1].error, ECANCELED);
+    ck_assert_int_eq(rc[2].calls, 1);
+    ck_assert_int_eq(rc[2].error, ESHUTDOWN);
+    ck_assert_int_eq(rc[3].calls, closed);     /* the close in progress */
+    ck_assert_int_eq(exc.calls, 0);
+    ck_assert_int_eq(tj[1].released, 1);
+    ck_assert_int_eq(tj[0].released, 0);       /* let go: still running */
+    tjob_done(&tj[0], 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(tj[0].released, 1);
+    for (i = 0; i < 3; i++)
+        ck_assert_int_eq(tj[i].started, i == 0);
+    /* a new scheduler on the same base works */
+    s = new_sched();
+    canary(s, &tj[5]);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* Job timeouts: the scheduler's and a job's own; without memory for the
+ * timer the job runs without its timeout (logged), and a failed
+ * aj_job_set_timeout on a running job leaves the timeout it had. */
+static int sc_job_timeout(long n)
+{
+    aj_scheduler *s;
+    const struct timeval ms3 = { 0, 3000 }, odd = { 0, 777000 };
+    int i, cancelled = 0, reset;
+
+    begin_run(n);
+    s = new_sched();
+    aj_scheduler_set_job_timeout(s, &ms5);
+    aj_scheduler_set_close_timeout(s, &s1);
+    for (i = 0; i < 3; i++) {
+        tj[i].ms = 40;                          /* honours cancel */
+        spawn(s, &tops, &tj[i]);
+    }
+    if (aj_job_set_timeout(tj[1].job, &ms3) < 0)    /* before its start */
+        failed_with_enomem("aj_job_set_timeout");
+    event_base_loop(base, EVLOOP_NONBLOCK);     /* all three start */
+    ck_assert_int_eq(tj[2].started, 1);
+    reset = aj_job_set_timeout(tj[2].job, &odd) == 0;  /* while it runs */
+    if (!reset)
+        failed_with_enomem("aj_job_set_timeout");
+    run();
+    for (i = 0; i < 3; i++) {
+        ck_assert_int_eq(tj[i].released, 1);
+        cancelled += tj[i].cancelled;
+    }
+    /* each either timed out (cancelled, reported ETIMEDOUT) or, without
+     * a timer, ran to its end */
+    ck_assert_int_eq(exc.failed, cancelled);
+    if (exc.failed)
+        ck_assert_int_eq(exc.error, ETIMEDOUT);
+    /* 777 ms never passes: tj[2] is cancelled only by the 5 ms it kept */
+    ck_assert_msg(tj[2].cancelled == !reset, "n=%ld: set_timeout %s, cancelled %d", run_n,
+                  reset ? "worked" : "failed", tj[2].cancelled);
+    if (!failed_once)
+        ck_assert_int_eq(exc.failed, 2);
+    check_stats(s);
+    canary(s, &tj[3]);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+/* ------------------------------------------------------------------ */
+/* Test cases                                                          */
+/* ------------------------------------------------------------------ */
+
+#define ALLOC_TEST(test, scenario)                                     \
+    START_TEST(test)                                                    \
+    {                                                                   \
+        int points = failure_points(#scenario + 3, scenario);           \
+        ck_assert_int_gt(points, 0);                                    \
+    }                                                                   \
+    END_TEST
+
+ALLOC_TEST(every_allocation_failure_in_scheduler_new_is_clean, sc_scheduler_new)
+ALLOC_TEST(every_allocation_failure_in_spawn_is_clean, sc_spawn)
+ALLOC_TEST(every_allocation_failure_in_spawn_async_is_clean, sc_spawn_async)
+ALLOC_TEST(every_allocation_failure_in_wait_is_clean, sc_wait)
+ALLOC_TEST(every_allocation_failure_in_wait_on_a_finished_job_is_clean, sc_wait_finished)
+ALLOC_TEST(every_allocation_failure_in_close_is_clean, sc_close)
+ALLOC_TEST(a_failed_wait_or_close_leaves_the_job_as_it_was,
+           sc_failed_wait_or_close_leaves_the_job_as_it_was)
+ALLOC_TEST(every_allocation_failure_in_set_name_is_clean, sc_set_name)
+ALLOC_TEST(every_allocation_failure_in_debug_stack_capture_is_clean, sc_debug_stacks)
+ALLOC_TEST(every_allocation_failure_in_call_exception_handler_is_clean, sc_call_exception_handler)
+ALLOC_TEST(every_allocation_failure_in_scheduler_close_is_clean, sc_scheduler_close)
+ALLOC_TEST(every_allocation_failure_in_wait_and_close_is_clean, sc_wait_and_close)
+ALLOC_TEST(every_allocation_failure_before_scheduler_free_is_clean, sc_scheduler_free)
+ALLOC_TEST(every_allocation_failure_in_job_timeouts_is_clean, sc_job_timeout)
+
+int main(void)
+{
+    Suite *su = suite_create("alloc");
+    TCase *tc = tcase_create("enomem");
+    SRunner *sr;
+    int failed;
+
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, every_allocation_failure_in_scheduler_new_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_spawn_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_spawn_async_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_wait_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_wait_on_a_finished_job_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_close_is_clean);
+    tcase_add_test(tc, a_failed_wait_or_close_leaves_the_job_as_it_was);
+    tcase_add_test(tc, every_allocation_failure_in_set_name_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_debug_stack_capture_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_call_exception_handler_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_scheduler_close_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_wait_and_close_is_clean);
+    tcase_add_test(tc, every_allocation_failure_before_scheduler_free_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_job_timeouts_is_clean);
+    suite_add_tcase(su, tc);
+    sr = srunner_create(su);
+    srunner_run_all(sr, CK_ENV);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

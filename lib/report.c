@@ -101,8 +101,11 @@ void aj__report_drop(struct aj__report *r)
 {
     size_t i;
 
+    /* The scheduler is being freed.  A plain unref: a let-go job that has
+     * finished may hold no other reference, and is then released from the
+     * loop; a finished one is released by aj_scheduler_free itself. */
     if (r->info.job)
-        r->info.job->refs--;        /* the scheduler is being freed */
+        aj_job_unref(r->info.job);
     for (i = 0; r->traceback && i < r->info.source_traceback_len; i++)
         aj__free(r->traceback[i]);
     aj__free(r->traceback);

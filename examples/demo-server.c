@@ -63,7 +63,7 @@
 #include <aj/evhttp.h>
 
 #define SLOW_MAX_MS 5000      /* /slow refuses longer naps (400) */
-#define AUDIT_MS 10           /* how long an audit job takes */
+#define AUDIT_MS 2            /* how long an audit job takes */
 
 /* The whole program's state: one server, one scheduler, a few counters. */
 struct demo {
@@ -455,9 +455,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     d->stopping = 1;
     gettimeofday(&d->stop_t0, NULL);
     s = aj_evhttp_get_scheduler_from_server(d->http);
-    printf("demo-server: %s: graceful shutdown: listener closed, draining %zu jobs "
+    printf("demo-server: %s: graceful shutdown: listener closed, draining %zu job%s "
            "(%zu active, %zu pending) for up to %ld ms\n",
-           name, aj_scheduler_size(s), aj_scheduler_active_count(s),
+           name, aj_scheduler_size(s), aj_scheduler_size(s) == 1 ? "" : "s",
+           aj_scheduler_active_count(s),
            aj_scheduler_pending_count(s),
            (long)(d->drain.tv_sec * 1000 + d->drain.tv_usec / 1000));
     /* Waits for the jobs up to d->drain, then cancels the rest (their

@@ -80,8 +80,9 @@ rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$pid/status" 2>/d
 #    the scheduler takes, so some requests are shed with 503 + Retry-After;
 #    like a polite client, a connection that got 503 waits 100 ms (not the
 #    full second Retry-After asks for) before its next request.  Both paths,
-#    jobs and shedding, thus run all along.  ab (no scripting) just keeps
-#    48 keep-alive connections on /slow?ms=5.
+#    jobs and shedding, thus run all along.  ab cannot back off (a load
+#    past the queue would be almost all instant 503s), so it keeps 24
+#    keep-alive connections on /slow?ms=5: jobs queue, few or none are shed.
 if [ $tool = wrk ]; then
     cat >"$tmp/mix.lua" <<'EOF'
 local paths = { "/hello", "/slow?ms=1", "/slow?ms=5", "/hello", "/slow?ms=20" }
@@ -105,9 +106,9 @@ EOF
         "(mixed /hello and /slow?ms=1,5,20; 100 ms back-off after a 503)"
     wrk -t1 -c64 -d"${secs}s" -s "$tmp/mix.lua" "$url/" >"$tmp/load.out" 2>&1 &
 else
-    say "demo-server (pid $pid) on 127.0.0.1:$port; wrk missing: ab -k -c48 for $secs s" \
+    say "demo-server (pid $pid) on 127.0.0.1:$port; wrk missing: ab -k -c24 for $secs s" \
         "(GET /slow?ms=5)"
-    ab -k -r -q -c 48 -t "$secs" -n 100000000 "$url/slow?ms=5" >"$tmp/load.out" 2>&1 &
+    ab -k -r -q -c 24 -t "$secs" -n 100000000 "$url/slow?ms=5" >"$tmp/load.out" 2>&1 &
 fi
 loadpid=$!
 

@@ -76,9 +76,10 @@ struct demo {
     int stopping;
     int verbose;
 
-    /* The scheduler's counters as of the last job that finished.  The
-     * adapter frees the scheduler before our shutdown callback runs, so
-     * this copy is what we print at exit (see on_job_done). */
+    /* The scheduler's counters, copied at the signal and after every job
+     * that finishes.  The adapter frees the scheduler before our shutdown
+     * callback runs, so this copy is what we print at exit (on_job_done
+     * says why it is final). */
     struct aj_stats final;
 
     /* The demo's own counters (the scheduler counts jobs, not routes). */
@@ -398,9 +399,11 @@ static void on_failure(aj_scheduler *s, const struct aj_error_info *info, void *
 }
 
 /* Runs after every job that finishes: keep a copy of the counters for the
- * exit report.  No job finishes after the last one, so the copy taken then
- * is final.  (Jobs a close gives up on are let go without this callback;
- * ours all honour cancel, so none are.) */
+ * exit report.  Once the shutdown began, the adapter answers new requests
+ * 503 itself without spawning, and the only spawns left (audits) come from
+ * jobs that finish afterwards, so the copy taken after the last job is
+ * final.  (Jobs a close gives up on are let go without this callback; ours
+ * all honour cancel, so none are.) */
 static void on_job_done(aj_scheduler *s, aj_job *job, int error, void *result, void *arg)
 {
     struct demo *d = arg;
@@ -455,6 +458,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     d->stopping = 1;
     gettimeofday(&d->stop_t0, NULL);
     s = aj_evhttp_get_scheduler_from_server(d->http);
+    aj_scheduler_get_stats(s, &d->final);    /* in case no job runs from here */
     printf("demo-server: %s: graceful shutdown: listener closed, draining %zu job%s "
            "(%zu active, %zu pending) for up to %ld ms\n",
            name, aj_scheduler_size(s), aj_scheduler_size(s) == 1 ? "" : "s",
@@ -590,6 +594,14 @@ int main(int argc, char **argv)
 
     format_stats(&d, NULL, &d.final, json, sizeof json);
     printf("demo-server: final stats: %s\n", json);
+    /* The scheduler's books balance: every job admitted ended one way. */
+    if (d.final.spawned == d.final.succeeded + d.final.failed + d.final.cancelled)
+        printf("demo-server: every job accounted for: spawned %" PRIu64 " = succeeded %" PRIu64
+               " + failed %" PRIu64 " + cancelled %" PRIu64 "\n",
+               d.final.spawned, d.final.succeeded, d.final.failed, d.final.cancelled);
+    else
+        printf("demo-server: counters do not balance: spawned %" PRIu64 " != %" PRIu64 "\n",
+               d.final.spawned, d.final.succeeded + d.final.failed + d.final.cancelled);
     printf("demo-server: exit 0\n");
     rc = 0;
 out:

@@ -191,11 +191,14 @@ fi
 rc=0
 wait "$pid" || rc=$?
 pid=
-sed -n 's/^demo-server: \(SIG.*\|drained.*\|final stats.*\)/soak: server: \1/p' "$tmp/server.log"
+sed -n 's/^demo-server: \(SIG.*\|drained.*\|final stats.*\|every job.*\|counters.*\)/soak: server: \1/p' \
+    "$tmp/server.log"
 if [ $rc -ne 0 ]; then
     cat "$tmp/server.log"
     fail "the server exited with status $rc after SIGTERM"
 fi
+grep -q '^demo-server: every job accounted for' "$tmp/server.log" ||
+    fail "the scheduler's counters do not balance (spawned != succeeded + failed + cancelled)"
 say "SIGTERM: the server drained and exited 0"
 
 if [ $verdict = FAIL ]; then

@@ -25,6 +25,7 @@
  *   ./examples/crawler
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,6 +321,7 @@ int main(void)
     int ok, n = 0, failed = 0;
 
     alarm(60);                  /* a hang fails the run instead of blocking it */
+    signal(SIGPIPE, SIG_IGN);   /* a server writes to clients that may be gone */
     memset(&c, 0, sizeof c);
     if (!(base = event_base_new()) || !(http = evhttp_new(base)))
         return 1;

@@ -325,6 +325,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);   /* a server writes to clients that may be gone */
 
     if ((listener = listen_on(port, &bound_port)) < 0) {
         perror("mt-server: listen");

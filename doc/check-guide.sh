@@ -21,8 +21,8 @@
 # Every unit starts with doc/guide-prelude.h (the includes the guide states
 # once at its top) and is compiled with the project's warnings and -Werror.
 # A unit that defines `int main(` is linked against the libraries of this
-# build and run; it must exit 0 within 30 s.  Errors point at guide.md lines
-# (#line).
+# build and run; it must exit 0 within 60 s (under valgrind when `make
+# check-valgrind` runs it).  Errors point at guide.md lines (#line).
 set -u
 
 top_builddir=${top_builddir:-.}
@@ -49,11 +49,16 @@ link_and_run() {    # link_and_run UNIT: 0 if it links, runs and exits 0
     $LIBTOOL --quiet --mode=link $CC $CFLAGS $LDFLAGS -no-install -o "$exe" "$obj" \
         "$abs_top_builddir/evhttp/libaj_evhttp.la" "$abs_top_builddir/lib/libaj.la" \
         $LIBEVENT_EXTRA_LIBS $LIBEVENT_CORE_LIBS $LIBS || return 1
-    if command -v timeout >/dev/null 2>&1; then
-        (cd "$tmp" && timeout 30 "$exe" >"$exe.out" 2>&1)
-    else
-        (cd "$tmp" && "$exe" >"$exe.out" 2>&1)
+    run=
+    command -v timeout >/dev/null 2>&1 && run="timeout 60"
+    # Under `make check-valgrind` (AJ_UNDER_VALGRIND=1) the programs run
+    # under memcheck too: any error or leak fails them.
+    if [ "${AJ_UNDER_VALGRIND:-0}" = 1 ] && [ -n "${VALGRIND:-}" ] && [ "$VALGRIND" != no ]; then
+        run="$run $VALGRIND --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible"
+        run="$run --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99"
     fi
+    # shellcheck disable=SC2086
+    (cd "$tmp" && $run "$exe" >"$exe.out" 2>&1)
     rc=$?
     sed 's/^/    | /' "$exe.out"
     return $rc

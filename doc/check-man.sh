@@ -10,9 +10,11 @@
 #     (so apropos and whatis find it).
 #  3. Every function a NAME section lists exists in the headers (no page for
 #     a function that was renamed or removed).
-#  4. Every installed page renders with `groff -man -ww -z` without a single
+#  4. Every example in a page that is a complete program (it has `int
+#     main(`) compiles with the project's warnings and -Werror.
+#  5. Every installed page renders with `groff -man -ww -z` without a single
 #     warning, `.so` links resolved as man(1) resolves them.  Without groff
-#     this step cannot run: the test then SKIPs (77) once 1-3 passed.
+#     this step cannot run: the test then SKIPs (77) once 1-4 passed.
 set -u
 
 top_builddir=${top_builddir:-.}
@@ -89,13 +91,37 @@ done
 [ $fail = 0 ] || exit 1
 echo "ok: $nnames functions, each with a page; $(echo $doc_man_pages | wc -w) pages installed"
 
-# 4.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/aj-man.XXXXXX") || exit 99
+trap 'rm -rf "$tmp"' EXIT
+
+# 4. The .EX/.EE blocks with a main(), roff escapes undone.
+for page in $doc_man_pages; do
+    page=$abs_top_srcdir/$page
+    head -n 1 "$page" | grep -q '^\.so' && continue
+    name=$(basename "$page" .3)
+    awk -v out="$tmp/$name" '/^\.EX/ { n++; f = out "-" n ".c"; next }
+        /^\.EE/ { if (f != "") close(f); f = ""; next }
+        f != "" && !/^\./ { print > f }' "$page"
+    for ex in "$tmp/$name"-*.c; do
+        [ -f "$ex" ] && grep -q '^int main(' "$ex" || continue
+        sed 's/\\-/-/g; s/\\e/\\/g; s/\\&//g' "$ex" >"$ex.c"
+        # shellcheck disable=SC2086
+        if $CC $CPPFLAGS -I"$abs_top_srcdir/include" $LIBEVENT_EXTRA_CFLAGS $LIBEVENT_CORE_CFLAGS \
+            $CFLAGS $WARN_CFLAGS -Werror -c "$ex.c" -o "$ex.o"; then
+            echo "ok: the example program of $name(3) compiles"
+        else
+            echo "FAIL: the example program of $name(3) does not compile"
+            fail=1
+        fi
+    done
+done
+[ $fail = 0 ] || exit 1
+
+# 5.
 if ! command -v groff >/dev/null 2>&1; then
     echo "SKIP: groff not found (apt-get install groff-base): pages not rendered"
     exit 77
 fi
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/aj-man.XXXXXX") || exit 99
-trap 'rm -rf "$tmp"' EXIT
 mkdir "$tmp/man3"
 for page in $doc_man_pages; do
     cp "$abs_top_srcdir/$page" "$tmp/man3/"

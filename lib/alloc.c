@@ -20,6 +20,9 @@ AJ_EXPORT void aj_set_mem_functions(void *(*malloc_fn)(size_t), void *(*realloc_
         aj__realloc_fn = realloc_fn;
         aj__free_fn = free_fn;
     } else {
+        if (malloc_fn || realloc_fn || free_fn)
+            aj_log(EVENT_LOG_WARN, "aj_set_mem_functions: give all three functions or none; "
+                                   "using malloc, realloc and free");
         aj__malloc_fn = malloc;
         aj__realloc_fn = realloc;
         aj__free_fn = free;

@@ -10,6 +10,10 @@
  * Threading: the registry of servers is safe to use from several threads,
  * each running its own event_base and servers.  Each scheduler belongs to
  * the thread running its base.
+ *
+ * SIGPIPE: libevent writes to sockets with plain write(), and the adapter
+ * may answer (503 on shutdown) a client that has just left.  Like any
+ * evhttp server, ignore SIGPIPE: signal(SIGPIPE, SIG_IGN).
  */
 #ifndef AJ_EVHTTP_H
 #define AJ_EVHTTP_H
@@ -64,7 +68,8 @@ AJ_EXPORT aj_job *aj_evhttp_spawn(struct evhttp_request *req, const struct aj_jo
  * An atomic handler: the job's start.  `req` is valid for this call; in
  * later steps of the job get it again with aj_evhttp_request(job), which
  * turns NULL once the client went away (libevent then freed it) -- never
- * keep `req` across steps.
+ * keep `req` across steps.  `arg` is the one given to aj_atomic(); note that
+ * aj_job_arg(job) of an atomic job is the adapter's own record, not `arg`.
  */
 typedef void (*aj_atomic_handler)(aj_job *job, struct evhttp_request *req, void *arg);
 

@@ -193,6 +193,19 @@ static const struct aj_job_ops audit_ops = {
     .release = audit_release,
 };
 
+/* libevent 2.1 has no method-to-string of its own. */
+static const char *method_name(const struct evhttp_request *req)
+{
+    switch (evhttp_request_get_command(req)) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    default: return "OTHER";
+    }
+}
+
 /*
  * Spawns the audit job on the request's scheduler.  It shares the limit
  * and the pending queue with the requests, so under load it can be refused
@@ -208,9 +221,7 @@ static void audit(struct demo *d, struct evhttp_request *req)
         return;
     }
     a->d = d;
-    snprintf(a->line, sizeof a->line, "%s %s",
-             evhttp_request_get_command(req) == EVHTTP_REQ_HEAD ? "HEAD" : "GET",
-             evhttp_request_get_uri(req));
+    snprintf(a->line, sizeof a->line, "%s %s", method_name(req), evhttp_request_get_uri(req));
     if (!aj_evhttp_spawn(req, &audit_ops, a)) {
         free(a);
         d->audit_dropped++;

@@ -533,6 +533,9 @@ void aj__job_let_go(aj_job *job, int waiter_error)
     job->call.flags &= (uint8_t)~AJ__JOB_CANCEL_OWED;
     job_move(job, AJ__JOB_LET_GO);
     aj__job_deliver_waiters(job, waiter_error);
+    /* A waiter may have finished the job (now LET_GO_DONE) while the
+     * delivery held it: its release is due now. */
+    job_maybe_release(job, 0);
 }
 
 /* aj_scheduler_free: an admitted aj_spawn_async job whose callback never ran

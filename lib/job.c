@@ -170,6 +170,10 @@ aj_job *aj__job_new(aj_scheduler *s, const struct aj_job_ops *ops, void *arg)
     job->waiters = NULL;
     job->seq = 0;
     job->refs = 0;
+    /* Debug: the stack of the call that asked for the job (aj_spawn or
+     * aj_spawn_async), not of whatever later made room to admit it. */
+    if (s->debug)
+        aj__capture_stack(job);
     return job;
 }
 
@@ -208,8 +212,6 @@ void aj__job_admit(aj_scheduler *s, aj_job *job)
 {
     job->seq = __atomic_add_fetch(&aj__spawn_seq, 1, __ATOMIC_RELAXED);
     s->stats.spawned++;
-    if (s->debug)
-        aj__capture_stack(job);
     if (s->limit == 0 || s->nactive < s->limit)
         job_move(job, AJ__JOB_STARTING);
     else

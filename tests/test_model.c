@@ -161,6 +161,7 @@ static void vclock_advance_us(long us)
     vclock_offset_ns += (int64_t)us * 1000;
 }
 
+#ifndef AJ_MODEL_FUZZ
 static void probe_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -188,6 +189,7 @@ static int vclock_works(void)
     vclock_on = 0;
     return fired;
 }
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Counting allocator, log sink                                        */
@@ -244,10 +246,12 @@ static uint64_t mix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
+#ifndef AJ_MODEL_FUZZ
 static uint64_t next_seed(uint64_t seed)
 {
     return mix64(&seed);
 }
+#endif
 
 static unsigned below(struct rng *r, unsigned n)
 {
@@ -355,11 +359,13 @@ enum {
     C_CLOSE_TIMED_OUT_REPORT, C_FAILED_REPORT, C_DISCARDED, C_FREE_IN_CLOSE_CB, C_ORPHANS,
     C_NCOUNTERS
 };
+#ifndef AJ_MODEL_FUZZ
 static const char *const counter_names[C_NCOUNTERS] = {
     "waits timed out", "closes timed out", "spawn requests timed out", "jobs let go by a close",
     "jobs let go by free", "close timeouts reported", "failures reported", "jobs discarded",
     "frees from a close callback", "jobs orphaned by free"
 };
+#endif
 static struct totals {
     long ops, callbacks, counters[C_NCOUNTERS];
 } totals_local, *tot = &totals_local;  /* shared with children when forking */

@@ -353,12 +353,15 @@ AJ_EXPORT void aj_scheduler_free(aj_scheduler *s)
     aj__timer_stop(&s->close_timer);
     aj__timer_stop(&s->drain_timer);
 
-    /* 1. Cancel the running jobs, synchronously (the documented exception). */
+    /* 1. Cancel the running jobs, synchronously (the documented exception):
+     *    the active ones, and closing ones whose cancel is still owed.  A job
+     *    whose current hook already heard the close is not asked twice. */
     aj__q_init(&local);
     for (n = s->jobs.next; n != &s->jobs; n = next) {
         aj_job *job = aj__q_data(n, aj_job, node);
         next = n->next;
-        if (aj__job_state(job) == AJ__JOB_RUNNING || aj__job_state(job) == AJ__JOB_CLOSING) {
+        if (aj__job_state(job) == AJ__JOB_RUNNING ||
+            (aj__job_state(job) == AJ__JOB_CLOSING && (job->call.flags & AJ__JOB_CANCEL_OWED))) {
             aj__q_remove(n);
             aj__q_insert_tail(&local, n);
         }

@@ -309,9 +309,10 @@
  *  free: ends a close not completed at once, without waiting
  *      C: free_runs_every_owed_callback_synchronously
  *      K: free_during_wait_and_close_runs_its_callback
- *  free runs synchronously: cancel of active jobs
+ *  free runs synchronously: cancel of active jobs (and owed ones, once)
  *      C: free_runs_every_owed_callback_synchronously
- *      K: free_during_wait_and_close_runs_its_callback
+ *      K: free_during_wait_and_close_runs_its_callback,
+ *         free_cancels_active_jobs_and_owed_cancels_but_no_job_twice
  *  queued aj_spawn_async requests get ESHUTDOWN
  *      C: free_runs_every_owed_callback_synchronously
  *      K: free_answers_an_admitted_spawn_async_whose_callback_has_not_run,
@@ -2638,6 +2639,40 @@ START_TEST(free_leaves_a_referenced_finished_job_until_the_unref)
 }
 END_TEST
 
+START_TEST(free_cancels_active_jobs_and_owed_cancels_but_no_job_twice)
+{
+    struct tjob t[3];
+    struct wrec c[2];
+    struct timeval long_tv = { 5, 0 };
+    aj_job *j[3];
+    int i;
+    memset(t, 0, sizeof t);
+    memset(c, 0, sizeof c);
+    for (i = 0; i < 3; i++) {
+        t[i].ms = -1;
+        t[i].stubborn = 1;
+        j[i] = aj_spawn(sched, &tops, &t[i]);
+    }
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    aj_job_close(j[0], &long_tv, wrec_cb, &c[0]);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(t[0].cancelled, 1);    /* asked, and it ignored it */
+    aj_job_close(j[1], &long_tv, wrec_cb, &c[1]);   /* its cancel is owed */
+    ck_assert_int_eq(t[1].cancelled, 0);
+    aj_scheduler_free(sched);               /* j[2] is active */
+    sched = NULL;
+    ck_assert_int_eq(t[0].cancelled, 1);    /* not asked again */
+    ck_assert_int_eq(t[1].cancelled, 1);
+    ck_assert_int_eq(t[2].cancelled, 1);
+    ck_assert_int_eq(c[0].error, ESHUTDOWN);
+    ck_assert_int_eq(c[1].error, ESHUTDOWN);
+    for (i = 0; i < 3; i++)
+        aj_job_done(j[i], 0, NULL);
+    run();
+    ck_assert_int_eq(releases, 3);
+}
+END_TEST
+
 START_TEST(free_answers_close_callbacks_of_discarded_and_let_go_jobs)
 {
     struct tjob t[2];
@@ -3159,6 +3194,7 @@ static Suite *core_suite(void)
     tcase_add_test(tc, a_let_go_job_holding_a_reference_is_released_after_the_unref);
     tcase_add_test(tc, a_finished_let_go_job_named_by_a_report_dropped_by_free_is_released);
     tcase_add_test(tc, free_leaves_a_referenced_finished_job_until_the_unref);
+    tcase_add_test(tc, free_cancels_active_jobs_and_owed_cancels_but_no_job_twice);
     tcase_add_test(tc, free_answers_close_callbacks_of_discarded_and_let_go_jobs);
     tcase_add_test(tc, free_gives_owed_waiters_the_outcome_but_calls_no_handler_or_done_callback);
     tcase_add_test(tc, nothing_of_the_scheduler_runs_after_free_returns);

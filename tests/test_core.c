@@ -66,7 +66,9 @@
  *      C: new_scheduler_has_the_documented_defaults (aj_scheduler_base)
  *      K: a_job_that_left_is_neither_contained_nor_has_a_scheduler (two
  *         schedulers on one base)
- *      - "no locking" is a non-promise: nothing to test in the core
+ *      K: schedulers_on_two_threads_run_apart_and_number_jobs_process_wide
+ *         (two threads, each with its own base and scheduler; "job-N" is
+ *         process-wide)
  *  the evhttp registry is safe from several threads
  *      E: two_threads_each_with_its_own_base_and_server
  *
@@ -395,6 +397,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1209,6 +1212,85 @@ START_TEST(the_core_logs_through_the_sink_with_libevent_severities)
     run();
     ck_assert_int_ge(nlogs, 2);
     /* bad_severities is checked by the teardown */
+}
+END_TEST
+
+/* Schedulers on two threads at once, each on its own base: a job records
+ * the N of its generated "job-N" name and the thread that started it. */
+enum { THREAD_JOBS = 10000 };
+struct thread_run {
+    unsigned long n[THREAD_JOBS];
+    int started, released, wrong_thread;
+    pthread_t self;
+};
+
+static void thread_start(aj_job *job, void *arg)
+{
+    struct thread_run *tr = arg;
+    if (!pthread_equal(pthread_self(), tr->self))
+        tr->wrong_thread++;
+    tr->n[tr->started++] = strtoul(aj_job_name(job) + 4, NULL, 10);
+    aj_job_done(job, 0, NULL);
+}
+
+static void thread_release(void *arg)
+{
+    struct thread_run *tr = arg;
+    if (!pthread_equal(pthread_self(), tr->self))
+        tr->wrong_thread++;
+    tr->released++;
+}
+
+static const struct aj_job_ops thread_ops = { NULL, thread_start, NULL, thread_release };
+static pthread_barrier_t thread_barrier;    /* both threads spawn at once */
+
+static void *thread_main(void *arg)
+{
+    struct thread_run *tr = arg;
+    struct event_base *b = event_base_new();
+    aj_scheduler *s = aj_scheduler_new(b);
+    int i;
+    tr->self = pthread_self();
+    aj_scheduler_set_limit(s, 7);
+    pthread_barrier_wait(&thread_barrier);
+    for (i = 0; i < THREAD_JOBS; i++)
+        if (!aj_spawn(s, &thread_ops, tr))
+            break;
+    event_base_dispatch(b);
+    aj_scheduler_free(s);
+    event_base_free(b);
+    return NULL;
+}
+
+static int cmp_ulong(const void *a, const void *b)
+{
+    unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+    return x < y ? -1 : x > y;
+}
+
+START_TEST(schedulers_on_two_threads_run_apart_and_number_jobs_process_wide)
+{
+    static struct thread_run tr[2];
+    static unsigned long all[2 * THREAD_JOBS];
+    pthread_t th[2];
+    int i;
+    memset(tr, 0, sizeof tr);
+    ck_assert_int_eq(pthread_barrier_init(&thread_barrier, NULL, 2), 0);
+    for (i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, thread_main, &tr[i]), 0);
+    for (i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&thread_barrier);
+    for (i = 0; i < 2; i++) {
+        ck_assert_int_eq(tr[i].started, THREAD_JOBS);
+        ck_assert_int_eq(tr[i].released, THREAD_JOBS);
+        ck_assert_int_eq(tr[i].wrong_thread, 0);
+        memcpy(all + i * THREAD_JOBS, tr[i].n, sizeof tr[i].n);
+    }
+    qsort(all, 2 * THREAD_JOBS, sizeof all[0], cmp_ulong);
+    ck_assert_uint_gt(all[0], 0);                   /* counted from 1 */
+    for (i = 1; i < 2 * THREAD_JOBS; i++)
+        ck_assert_uint_gt(all[i], all[i - 1]);      /* no N given twice */
 }
 END_TEST
 
@@ -3139,6 +3221,7 @@ static Suite *core_suite(void)
     tcase_add_test(tc, aj_log_formats_printf_style_to_the_sink);
     tcase_add_test(tc, with_no_log_callback_each_message_is_one_line_on_stderr);
     tcase_add_test(tc, the_core_logs_through_the_sink_with_libevent_severities);
+    tcase_add_test(tc, schedulers_on_two_threads_run_apart_and_number_jobs_process_wide);
     /* 3.1 */
     tcase_add_test(tc, cancel_may_finish_the_job_later);
     tcase_add_test(tc, a_job_without_cancel_times_out_its_close_like_one_ignoring_it);

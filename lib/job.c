@@ -335,7 +335,10 @@ void aj__job_deliver_waiters(aj_job *job, int forced_error)
     while (job->waiters) {
         struct aj__waiter *w = job->waiters;
         int err = forced_error ? forced_error : waiter_value(w, job->call.error);
-        waiter_call(w, err, forced_error ? NULL : job->result);
+        /* A wait that timed out has no result, even if the job then
+         * finished with one during the close the timeout started. */
+        int no_result = forced_error || w->kind == AJ__WAIT_EXPIRED;
+        waiter_call(w, err, no_result ? NULL : job->result);
     }
     job->refs--;
 }

@@ -118,7 +118,7 @@ static void tjob_cancel(aj_job *job, void *arg)
         return;
     if (t->ev)
         evtimer_del(t->ev);
-    aj_job_done(job, ECANCELED, NULL);
+    aj_job_done(job, ECANCELED, t->result);
 }
 
 static void tjob_release(void *arg)
@@ -564,12 +564,15 @@ START_TEST(wait_timeout_closes_the_job_and_gives_etimedout)
     memset(&t, 0, sizeof t);
     memset(&w, 0, sizeof w);
     t.ms = 5000;
+    t.result = &t;                  /* the cancelled job still hands a result */
     job = aj_spawn(sched, &tops, &t);
     aj_job_wait(job, &tv, wrec_cb, &w);
+    w.result = &w;
     run();
     ck_assert_int_eq(t.cancelled, 1);
     ck_assert_int_eq(w.calls, 1);
     ck_assert_int_eq(w.error, ETIMEDOUT);
+    ck_assert_ptr_null(w.result);   /* a timed-out wait has no result */
     ck_assert_int_eq(t.released, 1);
 }
 END_TEST

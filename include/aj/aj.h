@@ -218,8 +218,10 @@ typedef void (*aj_job_cb)(aj_job *job, int error, void *result, void *cbarg);
  * that close ended.  On a finished job cb gets the recorded outcome.  Any
  * number of waiters; the job becomes explicit (never reported to the
  * exception handler).  A pending job discarded by a close gives ECANCELED.
+ * A waiter that gets ETIMEDOUT gets result NULL.
  * Returns 0, or -1 with EINVAL (job or cb NULL, bad timeout), ESHUTDOWN (the
- * job was let go by its scheduler) or ENOMEM.
+ * job was let go by its scheduler, or its scheduler is being freed: a call
+ * from a callback that aj_scheduler_free() runs) or ENOMEM.
  */
 AJ_EXPORT int aj_job_wait(aj_job *job, const struct timeval *timeout, aj_job_cb cb, void *cbarg);
 
@@ -232,7 +234,8 @@ AJ_EXPORT int aj_job_wait(aj_job *job, const struct timeval *timeout, aj_job_cb 
  * the scheduler's close timeout; the job then keeps its slot until it calls
  * aj_job_done).  Closing a closed or finished job succeeds and cb gets what a
  * close would report.  The job becomes explicit.
- * Returns 0, or -1 with EINVAL, ESHUTDOWN (job let go) or ENOMEM.
+ * Returns 0, or -1 with EINVAL, ESHUTDOWN (job let go, or its scheduler is
+ * being freed) or ENOMEM; on failure nothing changed.
  */
 AJ_EXPORT int aj_job_close(aj_job *job, const struct timeval *timeout, aj_job_cb cb, void *cbarg);
 
@@ -327,7 +330,8 @@ AJ_EXPORT void aj_log(int severity, const char *fmt, ...) AJ_PRINTF(2, 3);
 
 /*
  * Replaces the allocator libaj uses (like libevent's event_set_mem_functions).
- * All three must be given, or all NULL to restore malloc/realloc/free.  Call
+ * All three must be given, or all NULL to restore malloc/realloc/free (a
+ * partial set also restores them, and logs a warning).  Call
  * it before creating any scheduler: memory is freed with the function current
  * at free time.
  */

@@ -20,7 +20,8 @@
 int aj__debug_default(void)
 {
     const char *v = getenv("AJ_DEBUG");
-    return v && *v && strcmp(v, "0") != 0;
+    /* The contract's words: set (even to "") and not "0". */
+    return v && strcmp(v, "0") != 0;
 }
 
 /* Records the spawn stack; without memory or backtrace() the job simply has

@@ -2316,14 +2316,14 @@ END_TEST
 
 START_TEST(debug_mode_comes_from_aj_debug_when_the_scheduler_is_created)
 {
-    const char *vals[4] = { NULL, "0", "yes", NULL };
-    aj_scheduler *s[4];
-    struct tjob t[4];
-    struct erec e[4];
+    const char *vals[5] = { NULL, "0", "yes", "", NULL };
+    aj_scheduler *s[5];
+    struct tjob t[5];
+    struct erec e[5];
     int i;
     memset(t, 0, sizeof t);
     memset(e, 0, sizeof e);
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         if (vals[i])
             setenv("AJ_DEBUG", vals[i], 1);
         else
@@ -2332,18 +2332,19 @@ START_TEST(debug_mode_comes_from_aj_debug_when_the_scheduler_is_created)
         aj_scheduler_set_exception_handler(s[i], erec_cb, &e[i]);
     }
     setenv("AJ_DEBUG", "1", 1);         /* too late for all of them */
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         t[i].error = EIO;
         aj_spawn(s[i], &tops, &t[i]);
     }
     run();
-    for (i = 0; i < 4; i++)
+    for (i = 0; i < 5; i++)
         ck_assert_int_eq(e[i].calls, 1);
     ck_assert_uint_eq(e[0].tb_len, 0);  /* unset */
     ck_assert_uint_eq(e[1].tb_len, 0);  /* "0" */
     ck_assert_uint_gt(e[2].tb_len, 0);  /* set, not "0" */
-    ck_assert_uint_eq(e[3].tb_len, 0);  /* set only after creation */
-    for (i = 0; i < 4; i++)
+    ck_assert_uint_gt(e[3].tb_len, 0);  /* set to "": set, not "0" */
+    ck_assert_uint_eq(e[4].tb_len, 0);  /* set only after creation */
+    for (i = 0; i < 5; i++)
         aj_scheduler_free(s[i]);
 }
 END_TEST

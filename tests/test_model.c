@@ -4,8 +4,9 @@
  * A seeded driver performs long random sequences of API operations on a
  * real event_base: spawn, spawn_async (with and without timeout), jobs
  * finishing with random errors (and once more, which must be ignored),
- * wait and close with short random timeouts, limits up and down,
- * set_cancel, ref/unref, exception reports, names, scheduler close /
+ * wait and close with short random timeouts, limits up and down, job
+ * timeouts (the scheduler's and a job's own), set_cancel, ref/unref,
+ * exception reports, names, scheduler close /
  * wait_and_close / free at random points (free also from the close
  * callback), interleaved with non-blocking loop passes and passes where
  * time goes by so that timers fire.  Callbacks themselves spawn, close,
@@ -28,7 +29,9 @@
  *    with an outcome the job's history allows; a timed-out wait closed the
  *    job; a drained wait_and_close closes;
  *  - stats: spawned == succeeded + failed + cancelled + size,
- *    started <= spawned, and each counter equal to the model's;
+ *    started <= spawned, and each counter equal to the model's (with job
+ *    timeouts in play an outcome may become ETIMEDOUT: then only the sum
+ *    of succeeded, failed and cancelled is);
  *  - the exception handler only for jobs nobody waited for, the done
  *    callback once per finished job, after its waiters;
  *  - after the sequence, every byte libaj allocated is freed.
@@ -289,7 +292,9 @@ struct mjob {
     uint8_t closed_unstarted;       /* closed before it started: never starts */
     uint8_t orphan_ok;              /* may be released after its sched's free */
     uint8_t cancel_requested, finish_in_start, hook, hook_null;
+    uint8_t jt;                     /* a job timeout may apply: outcome ETIMEDOUT */
     int start_err, done_err;
+    int outcome;                    /* as the done callback reported it */
     int refs, waiters_owed, cancels, reported, done_cbs;
     int report_refs;                /* undelivered reports naming it */
     int token;                      /* &token is the job's result */
@@ -321,6 +326,8 @@ struct msched {
     int id;
     uint8_t freeing, freed, close_called, drain_called, free_in_cb_set;
     uint8_t limit_lowered, plimit_lowered, has_wait_tv, has_close_tv;
+    uint8_t job_timeout;            /* the scheduler has one */
+    uint8_t jt_used;                /* some job had one: outcomes may differ */
     size_t limit, plimit;
     uint64_t next_seq, last_start_seq;
     /* the model's stats */
@@ -357,13 +364,13 @@ struct totals;
 enum {
     C_WAIT_TIMEOUT, C_CLOSE_TIMEOUT, C_SPAWN_TIMEOUT, C_LET_GO, C_FREE_LET_GO,
     C_CLOSE_TIMED_OUT_REPORT, C_FAILED_REPORT, C_DISCARDED, C_FREE_IN_CLOSE_CB, C_ORPHANS,
-    C_NCOUNTERS
+    C_JOB_TIMEOUTS, C_NCOUNTERS
 };
 #ifndef AJ_MODEL_FUZZ
 static const char *const counter_names[C_NCOUNTERS] = {
     "waits timed out", "closes timed out", "spawn requests timed out", "jobs let go by a close",
     "jobs let go by free", "close timeouts reported", "failures reported", "jobs discarded",
-    "frees from a close callback", "jobs orphaned by free"
+    "frees from a close callback", "jobs orphaned by free", "job timeouts fired"
 };
 #endif
 static struct totals {
@@ -590,8 +597,8 @@ static void m_release(void *arg)
         }
         if (j->done_in || !j->started)
             MCHECK(j->done_cbs == 1, "j%d: done callback ran %d times", j->id, j->done_cbs);
-        if (j->done_in && j->done_err != 0 && j->done_err != ECANCELED && !j->explicit_)
-            MCHECK(j->reported == 1, "j%d: failure (%d) reported %d times", j->id, j->done_err,
+        if (j->done_in && j->outcome != 0 && j->outcome != ECANCELED && !j->explicit_)
+            MCHECK(j->reported == 1, "j%d: failure (%d) reported %d times", j->id, j->outcome,
                    j->reported);
     }
     j->released = 1;
@@ -613,7 +620,7 @@ static void check_outcome(const struct mwait *w, int err, void *result)
                "j%d: ESHUTDOWN though not let go by aj_scheduler_free", j->id);
         break;
     case ETIMEDOUT:
-        MCHECK(w->had_timeout || (j->started && !j->done_in),
+        MCHECK(w->had_timeout || (j->started && !j->done_in) || (j->jt && j->done_in),
                "j%d: ETIMEDOUT without a timeout and not let go", j->id);
         break;
     case ECANCELED:
@@ -735,8 +742,9 @@ static void m_exc(aj_scheduler *s, const struct aj_error_info *info, void *arg)
         MCHECK(!j->released, "j%d: report of a released job", j->id);
         MCHECK(!j->explicit_, "j%d: explicit job reported (%s)", j->id, info->message);
         if (strcmp(info->message, "Job processing failed") == 0) {
-            MCHECK(j->done_in && info->error == j->done_err && j->done_err != 0 &&
-                       j->done_err != ECANCELED,
+            MCHECK(j->done_in && ((info->error == j->done_err && j->done_err != 0 &&
+                                   j->done_err != ECANCELED) ||
+                                  (j->jt && info->error == ETIMEDOUT)),
                    "j%d: reported failure %d, job finished %d with %d", j->id, info->error,
                    j->done_in, j->done_err);
             MCHECK(++j->reported == 1, "j%d: failure reported twice", j->id);
@@ -762,6 +770,7 @@ static void m_done_cb(aj_scheduler *s, aj_job *job, int err, void *result, void 
     MCHECK(s == ms->s && j->ms == ms && !ms->freed && !ms->freeing, "done callback in free");
     MCHECK(!j->released, "j%d: done callback for a released job", j->id);
     MCHECK(++j->done_cbs == 1, "j%d: done callback twice", j->id);
+    j->outcome = err;
     {
         size_t i;
         for (i = 0; i < M.nwaits; i++)
@@ -769,7 +778,8 @@ static void m_done_cb(aj_scheduler *s, aj_job *job, int err, void *result, void 
                    "j%d: done callback before its waiters", j->id);
     }
     if (j->started)
-        MCHECK(j->done_in && err == j->done_err && result == &j->token,
+        MCHECK(j->done_in && (err == j->done_err || (j->jt && err == ETIMEDOUT)) &&
+                   result == &j->token,
                "j%d: done callback with %d, job finished %d with %d", j->id, err, j->done_in,
                j->done_err);
     else
@@ -795,6 +805,7 @@ static struct mjob *new_job(struct msched *ms, struct rng *r, int async)
     j->start_err = pick_err(r);
     j->hook = hooks[below(r, 4)];
     j->hook_null = chance(r, 20);
+    j->jt = ms->job_timeout;
     PUSH(M.jobs, M.njobs, M.capj, j);
     return j;
 }
@@ -1068,6 +1079,25 @@ static void op_report(struct rng *r)
 }
 
 static int p_done_unreleased(const struct mjob *j) { return live_job(j) && j->done; }
+static int p_counted(const struct mjob *j) { return live_job(j) && !j->ms->freed && contained(j); }
+
+/* aj_job_set_timeout on a job in its scheduler: from now (running) or from
+ * its start. */
+static void op_set_job_timeout(struct rng *r)
+{
+    struct mjob *j = pick_job(r, p_counted);
+    struct timeval tvb, *tv;
+
+    if (!j)
+        return;
+    tv = pick_tv(r, &tvb, 25, 8);
+    MCHECK(API(aj_job_set_timeout(j->job, tv)) == 0, "j%d: aj_job_set_timeout: %s", j->id,
+           strerror(errno));
+    M.ops++;
+    TRACE("set_timeout j%d %ld ms", j->id, tv ? (long)tv->tv_usec / 1000 : -1L);
+    if (tv)                         /* (a fired one stays fired: sticky) */
+        j->jt = j->ms->jt_used = 1;
+}
 
 /* A second aj_job_done is a bug of the job: ignored and logged. */
 static void op_done_twice(struct rng *r)
@@ -1143,6 +1173,11 @@ static struct msched *op_new_sched(struct rng *r)
     ms->has_wait_tv = chance(r, 50);
     tv.tv_usec = (suseconds_t)below(r, 8) * 1000;
     aj_scheduler_set_wait_timeout(ms->s, ms->has_wait_tv ? &tv : NULL);
+    if (chance(r, 20)) {
+        tv.tv_usec = (suseconds_t)(1 + below(r, 8)) * 1000;
+        aj_scheduler_set_job_timeout(ms->s, &tv);
+        ms->job_timeout = ms->jt_used = 1;
+    }
     aj_scheduler_set_exception_handler(ms->s, m_exc, ms);
     aj_scheduler_set_done_callback(ms->s, m_done_cb, ms);
     if (chance(r, 5))
@@ -1167,6 +1202,11 @@ static void do_free(struct msched *ms)
             if (p->j)
                 p->j->report_refs--;
         }
+    }
+    {
+        struct aj_stats st;
+        aj_scheduler_get_stats(ms->s, &st);
+        counters[C_JOB_TIMEOUTS] += (long)st.job_timeouts;
     }
     ms->freeing = 1;
     inside_api++;
@@ -1410,7 +1450,8 @@ static void check_sched(struct msched *ms)
             MCHECK(j->done || j->close_called || j->may_expire || ms->close_called ||
                        ms->drain_called,
                    "j%d: left its scheduler though nothing closed it", j->id);
-        } else if (!j->close_called && !j->may_expire && !ms->close_called && !ms->drain_called) {
+        } else if (!j->close_called && !j->may_expire && !j->jt && !ms->close_called &&
+                   !ms->drain_called) {
             MCHECK(!aj_job_closed(j->job), "j%d: closed though nothing closed it", j->id);
         }
     }
@@ -1423,20 +1464,27 @@ static void check_sched(struct msched *ms)
     MCHECK(st.started <= st.spawned, "s%d: started > spawned", ms->id);
     MCHECK(st.started == ms->started, "s%d: stats.started %llu, model %llu", ms->id,
            (unsigned long long)st.started, (unsigned long long)ms->started);
-    MCHECK(st.succeeded == ms->succeeded && st.failed == ms->failed,
-           "s%d: succeeded/failed %llu/%llu, model %llu/%llu", ms->id,
-           (unsigned long long)st.succeeded, (unsigned long long)st.failed,
-           (unsigned long long)ms->succeeded, (unsigned long long)ms->failed);
-    MCHECK(st.spawned >= ms->spawned && st.cancelled >= ms->cancelled &&
-               st.rejected >= ms->rejected,
+    MCHECK(st.job_timeouts <= st.started && (ms->jt_used || st.job_timeouts == 0),
+           "s%d: %llu job timeouts", ms->id, (unsigned long long)st.job_timeouts);
+    /* a job timeout turns an outcome into ETIMEDOUT (failed): with job
+     * timeouts in play only the total of the three is the model's */
+    if (!ms->jt_used)
+        MCHECK(st.succeeded == ms->succeeded && st.failed == ms->failed,
+               "s%d: succeeded/failed %llu/%llu, model %llu/%llu", ms->id,
+               (unsigned long long)st.succeeded, (unsigned long long)st.failed,
+               (unsigned long long)ms->succeeded, (unsigned long long)ms->failed);
+    MCHECK(st.spawned >= ms->spawned && st.rejected >= ms->rejected &&
+               st.succeeded + st.failed + st.cancelled >=
+                   ms->succeeded + ms->failed + ms->cancelled,
            "s%d: stats below the model", ms->id);
-    if (ms->reqs_owed == 0)
-        MCHECK(st.spawned == ms->spawned && st.cancelled == ms->cancelled &&
-                   st.rejected == ms->rejected,
-               "s%d: spawned/cancelled/rejected %llu/%llu/%llu, model %llu/%llu/%llu", ms->id,
-               (unsigned long long)st.spawned, (unsigned long long)st.cancelled,
-               (unsigned long long)st.rejected, (unsigned long long)ms->spawned,
-               (unsigned long long)ms->cancelled, (unsigned long long)ms->rejected);
+    if (ms->reqs_owed == 0) {
+        MCHECK(st.spawned == ms->spawned && st.rejected == ms->rejected,
+               "s%d: spawned/rejected %llu/%llu, model %llu/%llu", ms->id,
+               (unsigned long long)st.spawned, (unsigned long long)st.rejected,
+               (unsigned long long)ms->spawned, (unsigned long long)ms->rejected);
+        MCHECK(st.cancelled == ms->cancelled || ms->jt_used, "s%d: cancelled %llu, model %llu",
+               ms->id, (unsigned long long)st.cancelled, (unsigned long long)ms->cancelled);
+    }
     MCHECK(st.pending_peak >= pend, "s%d: pending peak below pending", ms->id);
 }
 
@@ -1484,7 +1532,7 @@ static void step(struct rng *r)
     else if (k < 68)
         op_report(r);
     else if (k < 69)
-        chance(r, 50) ? op_set_name(r) : op_done_twice(r);
+        below(r, 3) == 0 ? op_set_name(r) : below(r, 2) ? op_done_twice(r) : op_set_job_timeout(r);
     else if (k < 71)
         op_sched_close(r, below(r, 2));
     else if (k < 72)

@@ -36,16 +36,21 @@
  *    callback once per finished job, after its waiters;
  *  - after the sequence, every byte libaj allocated is freed.
  *
- * Two test cases.  The first runs many sequences on virtual time: the
+ * Three test cases.  virtual_time runs many sequences on virtual time: the
  * monotonic clocks stand still and the driver moves them (see "Virtual
- * time"), so sequences are fast and exactly reproducible.  The second runs
- * fewer sequences on real time, with short blocking loop passes.
+ * time"), so sequences are fast and exactly reproducible.  real_time runs
+ * fewer on real time, with short blocking loop passes.  failing_allocations
+ * runs sequences on virtual time where 2% of libaj's allocations fail (a
+ * seeded PRNG decides): calls may then fail with ENOMEM, and must take
+ * nothing; documented fallbacks may only be logged; every check above
+ * still holds, leaks included.
  *
  * Environment: AJ_MODEL_SEED (default 0x5eed), AJ_MODEL_SEQUENCES,
- * AJ_MODEL_STEPS (default 200), AJ_MODEL_REALTIME=1 (real time in both
- * cases), AJ_MODEL_TRACE=1 (print every operation and callback);
- * AJ_UNDER_VALGRIND (set by make check-valgrind) runs a twentieth of the
- * sequences.  CK_RUN_CASE=virtual_time or real_time picks a case.
+ * AJ_MODEL_STEPS (default 200), AJ_MODEL_REALTIME=1 (real time in every
+ * case), AJ_MODEL_OOM=<per mille> (allocation failures), AJ_MODEL_TRACE=1
+ * (print every operation and callback); AJ_UNDER_VALGRIND (set by make
+ * check-valgrind) runs a twentieth of the sequences.  CK_RUN_CASE picks a
+ * case.
  * Sequence i+1 is seeded with a hash of sequence i's seed, so a failing
  * sequence runs alone with AJ_MODEL_SEED=<its seed> AJ_MODEL_SEQUENCES=1.
  * On failure the seed is printed with the shortest failing prefix found by
@@ -199,10 +204,28 @@ static int vclock_works(void)
 /* ------------------------------------------------------------------ */
 
 static long live;
+static unsigned oom_permille;       /* allocations that fail, per 1000 */
+static uint64_t oom_state;          /* their own PRNG: deterministic */
+static long oom_fails, oom_logs;
+
+static int oom_now(void)
+{
+    uint64_t z;
+
+    if (!oom_permille)
+        return 0;
+    z = (oom_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    if ((z ^ (z >> 31)) % 1000 >= oom_permille)
+        return 0;
+    oom_fails++;
+    return 1;
+}
 
 static void *c_malloc(size_t n)
 {
-    void *p = malloc(n);
+    void *p = oom_now() ? NULL : malloc(n);
     if (p)
         live++;
     return p;
@@ -210,7 +233,7 @@ static void *c_malloc(size_t n)
 
 static void *c_realloc(void *p, size_t n)
 {
-    void *q = realloc(p, n);
+    void *q = oom_now() ? NULL : realloc(p, n);
     if (q && !p)
         live++;
     return q;
@@ -227,8 +250,18 @@ static char bad_log[256];           /* first warning or error libaj logged */
 
 static void log_cb(int severity, const char *msg)
 {
+    if (oom_permille && strstr(msg, "out of memory")) {
+        oom_logs++;                 /* a documented fallback */
+        return;
+    }
     if (severity >= EVENT_LOG_WARN && !bad_log[0])
         snprintf(bad_log, sizeof bad_log, "%s", msg);
+}
+
+/* A call failed: fine only if allocations may fail and it said ENOMEM. */
+static int oom_ok(int e)
+{
+    return oom_permille && e == ENOMEM;
 }
 
 /* ------------------------------------------------------------------ */
@@ -873,6 +906,8 @@ static void op_spawn(struct rng *r)
         j->refused = 1;
         if (closed) {
             MCHECK(e == ESHUTDOWN, "spawn on a closed scheduler: %s", strerror(e));
+        } else if (oom_ok(e)) {
+            return;                 /* refused, not counted as rejected */
         } else {
             MCHECK(e == EAGAIN, "spawn failed with %s", strerror(e));
             MCHECK(!room || ms->reqs_owed > 0, "EAGAIN with room and no request ahead");
@@ -903,6 +938,8 @@ static void op_spawn_async(struct rng *r)
         MCHECK(!closed, "spawn_async accepted on a closed scheduler");
         j->req_pending = 1;
         ms->reqs_owed++;
+    } else if (oom_ok(errno) && !closed) {
+        j->refused = 1;
     } else {
         MCHECK(closed && errno == ESHUTDOWN, "spawn_async failed: %s", strerror(errno));
         j->refused = 1;
@@ -955,6 +992,13 @@ static void op_wait_or_close(struct rng *r, int kind)
     M.ops++;
     TRACE("%s j%d timeout %ld ms%s -> %d", kind == W_WAIT ? "wait" : "close", j->id,
           tv ? (long)tv->tv_usec / 1000 : -1L, with_cb ? "" : " (no cb)", rc);
+    if (expect_ok && rc != 0 && oom_ok(errno)) {
+        /* took nothing: the job is as it was */
+        free(w);
+        MCHECK(contained(j) == in, "j%d: a failed %s changed the job", j->id,
+               kind == W_WAIT ? "wait" : "close");
+        return;
+    }
     if (expect_ok)
         MCHECK(rc == 0, "j%d: %s failed: %s", j->id, kind == W_WAIT ? "wait" : "close",
                strerror(errno));
@@ -1023,10 +1067,18 @@ static void op_set_cancel(struct rng *r)
 
     if (!j)
         return;
-    none = chance(r, 20);
-    j->hook = hooks[below(r, 3)];
-    j->hook_null = (uint8_t)none;
-    APIV(aj_job_set_cancel(j->job, none ? NULL : m_cancel, j));
+    {
+        long logs = oom_logs;
+        uint8_t hook = j->hook, hook_null = j->hook_null;
+        none = chance(r, 20);
+        j->hook = hooks[below(r, 3)];
+        j->hook_null = (uint8_t)none;
+        APIV(aj_job_set_cancel(j->job, none ? NULL : m_cancel, j));
+        if (oom_logs != logs) {     /* out of memory: hook unchanged */
+            j->hook = hook;
+            j->hook_null = hook_null;
+        }
+    }
     M.ops++;
     TRACE("set_cancel j%d %s", j->id, none ? "NULL" : "hook");
 }
@@ -1064,7 +1116,12 @@ static void op_report(struct rng *r)
     info.message = msg;
     info.job = j ? j->job : NULL;
     info.error = EIO;
-    APIV(aj_scheduler_call_exception_handler(ms->s, &info));
+    {
+        long logs = oom_logs;
+        APIV(aj_scheduler_call_exception_handler(ms->s, &info));
+        if (oom_logs != logs)
+            return;                 /* out of memory: the report is lost */
+    }
     msg[0] = 'X';                   /* it was copied */
     M.ops++;
     if (!ms->freeing) {             /* (ignored during free) */
@@ -1091,8 +1148,10 @@ static void op_set_job_timeout(struct rng *r)
     if (!j)
         return;
     tv = pick_tv(r, &tvb, 25, 8);
-    MCHECK(API(aj_job_set_timeout(j->job, tv)) == 0, "j%d: aj_job_set_timeout: %s", j->id,
-           strerror(errno));
+    if (API(aj_job_set_timeout(j->job, tv)) != 0) {
+        MCHECK(oom_ok(errno), "j%d: aj_job_set_timeout: %s", j->id, strerror(errno));
+        return;
+    }
     M.ops++;
     TRACE("set_timeout j%d %ld ms", j->id, tv ? (long)tv->tv_usec / 1000 : -1L);
     if (tv)                         /* (a fired one stays fired: sticky) */
@@ -1123,7 +1182,10 @@ static void op_set_name(struct rng *r)
 
     if (!j)
         return;
-    MCHECK(API(aj_job_set_name(j->job, "named")) == 0, "set_name failed");
+    if (API(aj_job_set_name(j->job, "named")) != 0) {
+        MCHECK(oom_ok(errno), "set_name failed: %s", strerror(errno));
+        return;
+    }
     MCHECK(strcmp(aj_job_name(j->job), "named") == 0, "name not kept");
     M.ops++;
 }
@@ -1160,7 +1222,11 @@ static struct msched *op_new_sched(struct rng *r)
     ms->id = M.nsch;
     ms->idle_since = -1;
     ms->s = API(aj_scheduler_new(M.base));
-    MCHECK(ms->s != NULL, "aj_scheduler_new failed");
+    if (!ms->s) {
+        MCHECK(oom_ok(errno), "aj_scheduler_new failed: %s", strerror(errno));
+        free(ms);
+        return NULL;
+    }
     M.sch[M.nsch++] = ms;
     ms->limit = below(r, 5);
     ms->plimit = below(r, 6);
@@ -1283,6 +1349,17 @@ static void op_sched_close(struct rng *r, int drain)
     }
     M.ops++;
     TRACE("%s s%d -> %d", drain ? "wait_and_close" : "close", ms->id, rc);
+    if (rc != 0 && oom_ok(errno)) {     /* took nothing */
+        if (c) {
+            if (c->free_in_cb)
+                ms->free_in_cb_set = 0;
+            M.nclosers--;
+            free(c);
+        }
+        MCHECK(drain || !aj_scheduler_closed(ms->s) || ms->close_called || ms->drain_called,
+               "s%d: a failed close closed it", ms->id);
+        return;
+    }
     MCHECK(rc == 0, "s%d: %s failed: %s", ms->id, drain ? "wait_and_close" : "close",
            strerror(errno));
     if (c)
@@ -1583,15 +1660,23 @@ static void teardown(struct rng *r)
                 c->ms = ms;
                 c->free_in_cb = !ms->free_in_cb_set;
                 ms->free_in_cb_set = 1;
+                if (API(aj_scheduler_wait_and_close(ms->s, NULL, m_closer_cb, c)) != 0) {
+                    MCHECK(oom_ok(errno), "teardown: wait_and_close: %s", strerror(errno));
+                    free(c);
+                    do_free(ms);
+                    break;
+                }
                 PUSH(M.closers, M.nclosers, M.capc, c);
-                MCHECK(API(aj_scheduler_wait_and_close(ms->s, NULL, m_closer_cb, c)) == 0,
-                       "teardown: wait_and_close");
                 ms->closers_owed++;
                 ms->drain_called = 1;
             }
             break;
         default:
-            MCHECK(API(aj_scheduler_close(ms->s, NULL, NULL)) == 0, "teardown: close");
+            if (API(aj_scheduler_close(ms->s, NULL, NULL)) != 0) {
+                MCHECK(oom_ok(errno), "teardown: close: %s", strerror(errno));
+                do_free(ms);
+                break;
+            }
             ms->close_called = 1;
             break;
         }
@@ -1662,7 +1747,8 @@ static void model_reset(void)
 /* Runs one sequence of `steps` driver steps from `seed` (or from `data`).
  * Returns 0, or 1 with fail_msg set.  A failed sequence's loop and
  * scheduler are abandoned, not freed. */
-static int run_sequence(uint64_t seed, const uint8_t *data, size_t len, long steps, int realtime)
+static int run_sequence(uint64_t seed, const uint8_t *data, size_t len, long steps, int realtime,
+                        unsigned oom)
 {
     jmp_buf jb;
     long i;
@@ -1682,12 +1768,15 @@ static int run_sequence(uint64_t seed, const uint8_t *data, size_t len, long ste
     fail_msg[0] = '\0';
     cur_step = 0;
     M.realtime = realtime;
+    oom_permille = 0;               /* the model's own setup never fails */
+    oom_state = seed ^ 0x0badc0deull;
     aj_set_log_callback(log_cb);
     aj_set_mem_functions(c_malloc, c_realloc, c_free);
     fail_jmp = &jb;
     if (setjmp(jb)) {
         fail_jmp = NULL;
         vclock_on = 0;
+        oom_permille = 0;
         tot->ops += M.ops;
         tot->callbacks += M.callbacks;
         return 1;
@@ -1697,6 +1786,7 @@ static int run_sequence(uint64_t seed, const uint8_t *data, size_t len, long ste
     M.base = event_base_new();
     MCHECK(M.base != NULL, "event_base_new");
     M.wake = evtimer_new(M.base, wake_cb, NULL);
+    oom_permille = oom;
     op_new_sched(&M.rng);
     for (i = 0; i < steps; i++) {
         int k, open = 0;
@@ -1711,6 +1801,7 @@ static int run_sequence(uint64_t seed, const uint8_t *data, size_t len, long ste
             break;
     }
     teardown(&M.rng);
+    oom_permille = 0;
     event_free(M.wake);
     event_base_free(M.base);
     M.base = NULL;
@@ -1730,6 +1821,8 @@ static int run_sequence(uint64_t seed, const uint8_t *data, size_t len, long ste
 /* ------------------------------------------------------------------ */
 
 static int use_fork, realtime_mode;
+static unsigned oom_mode;           /* per mille of allocations that fail */
+static const char *case_name;
 static volatile uint64_t crash_seed;
 static volatile long crash_steps;
 
@@ -1742,7 +1835,7 @@ static int attempt(uint64_t seed, long steps, char *msg, size_t msz)
     ssize_t n;
 
     if (!use_fork || pipe(fds) < 0) {
-        int rc = run_sequence(seed, NULL, 0, steps, realtime_mode);
+        int rc = run_sequence(seed, NULL, 0, steps, realtime_mode, oom_mode);
         snprintf(msg, msz, "%s", fail_msg);
         return rc;
     }
@@ -1754,7 +1847,7 @@ static int attempt(uint64_t seed, long steps, char *msg, size_t msz)
         signal(SIGBUS, SIG_DFL);
         signal(SIGABRT, SIG_DFL);
         close(fds[0]);
-        rc = run_sequence(seed, NULL, 0, steps, realtime_mode);
+        rc = run_sequence(seed, NULL, 0, steps, realtime_mode, oom_mode);
         if (rc && write(fds[1], fail_msg, strlen(fail_msg)) < 0)
             rc = 2;
         fflush(NULL);
@@ -1796,12 +1889,13 @@ static long shortest_failing(uint64_t seed, long steps, char *msg, size_t msz)
 
 static void crash_report(void)
 {
-    char buf[320];
+    char buf[400];
     int n = snprintf(buf, sizeof buf,
                      "\nmodel: crashed in the sequence with seed 0x%llx (%ld steps); bisect it "
-                     "with AJ_MODEL_SEED=0x%llx AJ_MODEL_SEQUENCES=1 AJ_MODEL_STEPS=%ld%s\n",
-                     (unsigned long long)crash_seed, crash_steps, (unsigned long long)crash_seed,
-                     crash_steps, realtime_mode ? " AJ_MODEL_REALTIME=1" : "");
+                     "with CK_RUN_CASE=%s AJ_MODEL_SEED=0x%llx AJ_MODEL_SEQUENCES=1 "
+                     "AJ_MODEL_STEPS=%ld\n",
+                     (unsigned long long)crash_seed, crash_steps, case_name,
+                     (unsigned long long)crash_seed, crash_steps);
     if (n > 0 && write(2, buf, (size_t)n) < 0)
         return;
 }
@@ -1829,12 +1923,13 @@ static double now_s(void)
 }
 
 /*
- * Runs the sequences: AJ_MODEL_SEQUENCES (else `dflt`, a twentieth of it
- * under valgrind) of AJ_MODEL_STEPS steps from AJ_MODEL_SEED.  A failing
- * sequence is bisected and the test fails with its seed and shortest
- * failing prefix.
+ * Runs the sequences of test case `name`: AJ_MODEL_SEQUENCES (else
+ * `dflt`, a twentieth of it under valgrind) of AJ_MODEL_STEPS steps from
+ * AJ_MODEL_SEED, on real or virtual time, with `oom` per mille of the
+ * allocations failing (AJ_MODEL_OOM overrides).  A failing sequence is
+ * bisected and the test fails with its seed and shortest failing prefix.
  */
-static void run_many(int realtime, long dflt)
+static void run_many(const char *name, int realtime, unsigned oom, long dflt)
 {
     const char *v = getenv("AJ_MODEL_SEED");
     int valgrind = getenv("AJ_UNDER_VALGRIND") != NULL;
@@ -1844,6 +1939,8 @@ static void run_many(int realtime, long dflt)
     double t0 = now_s();
     long i;
 
+    case_name = name;
+    oom_mode = (unsigned)env_long("AJ_MODEL_OOM", (long)oom);
     realtime_mode = realtime || getenv("AJ_MODEL_REALTIME") != NULL;
     if (!realtime_mode && !vclock_works()) {
         fprintf(stderr, "# model: clock_gettime is not interposed here; real time instead\n");
@@ -1852,6 +1949,7 @@ static void run_many(int realtime, long dflt)
     M.trace = getenv("AJ_MODEL_TRACE") != NULL;
     use_fork = !valgrind;
     memset(tot, 0, sizeof *tot);
+    oom_fails = oom_logs = 0;
     signal(SIGSEGV, crash_handler);
     signal(SIGBUS, crash_handler);
     signal(SIGABRT, crash_handler);
@@ -1866,45 +1964,57 @@ static void run_many(int realtime, long dflt)
         /* a lone sequence (a reproduction) runs in a child: crashes bisect too */
         if (nseq == 1)
             failed = attempt(seed, steps, msg, sizeof msg);
-        else if ((failed = run_sequence(seed, NULL, 0, steps, realtime_mode)))
+        else if ((failed = run_sequence(seed, NULL, 0, steps, realtime_mode, oom_mode)))
             snprintf(msg, sizeof msg, "%s", fail_msg);
         if (failed) {
             char smsg[1024];
-            const char *rt = realtime_mode ? " AJ_MODEL_REALTIME=1" : "";
+            char rt[64];
             long shortest;
 
             fprintf(stderr, "# model: sequence %ld, seed 0x%llx, %ld steps failed: %s\n", i,
                     (unsigned long long)seed, steps, msg);
             snprintf(smsg, sizeof smsg, "%s", msg);
             M.trace = 0;
+            snprintf(rt, sizeof rt, "%s", realtime_mode ? " AJ_MODEL_REALTIME=1" : "");
+            if (oom_mode)
+                snprintf(rt + strlen(rt), sizeof rt - strlen(rt), " AJ_MODEL_OOM=%u", oom_mode);
             shortest = shortest_failing(seed, steps, smsg, sizeof smsg);
             fprintf(stderr,
                     "# model: shortest failing prefix: %ld steps: %s\n"
-                    "# reproduce: AJ_MODEL_SEED=0x%llx AJ_MODEL_SEQUENCES=1 AJ_MODEL_STEPS=%ld%s "
-                    "AJ_MODEL_TRACE=1 tests/test_model\n",
-                    shortest, smsg, (unsigned long long)seed, shortest, rt);
+                    "# reproduce: CK_RUN_CASE=%s AJ_MODEL_SEED=0x%llx AJ_MODEL_SEQUENCES=1 "
+                    "AJ_MODEL_STEPS=%ld%s AJ_MODEL_TRACE=1 tests/test_model\n",
+                    shortest, smsg, name, (unsigned long long)seed, shortest, rt);
             ck_abort_msg("seed 0x%llx fails after %ld steps (shortest prefix: %ld steps%s): %s",
                          (unsigned long long)seed, steps, shortest, rt, smsg);
         }
     }
     fprintf(stderr,
-            "# model (%s time): %ld sequences of %ld steps from seed 0x%llx, %ld API operations "
-            "and %ld callbacks checked, in %.1f s\n",
-            realtime_mode ? "real" : "virtual", nseq, steps, (unsigned long long)seed0, tot->ops,
-            tot->callbacks, now_s() - t0);
+            "# model (%s): %ld sequences of %ld steps from seed 0x%llx on %s time, %ld API "
+            "operations and %ld callbacks checked, in %.1f s\n",
+            name, nseq, steps, (unsigned long long)seed0, realtime_mode ? "real" : "virtual",
+            tot->ops, tot->callbacks, now_s() - t0);
+    if (oom_mode)
+        fprintf(stderr, "#   %-28s %ld (%ld logged fallbacks)\n", "allocations failed",
+                oom_fails, oom_logs);
     for (i = 0; i < C_NCOUNTERS; i++)
         fprintf(stderr, "#   %-28s %ld\n", counter_names[i], counters[i]);
 }
 
 START_TEST(random_api_sequences_agree_with_the_model)
 {
-    run_many(0, 20000);
+    run_many("virtual_time", 0, 0, 20000);
 }
 END_TEST
 
 START_TEST(random_api_sequences_with_real_sleeps_agree_with_the_model)
 {
-    run_many(1, 60);
+    run_many("real_time", 1, 0, 60);
+}
+END_TEST
+
+START_TEST(random_api_sequences_with_failing_allocations_agree_with_the_model)
+{
+    run_many("failing_allocations", 0, 20, 5000);
 }
 END_TEST
 
@@ -1912,6 +2022,7 @@ int main(void)
 {
     Suite *su = suite_create("model");
     TCase *tc = tcase_create("virtual_time"), *tr = tcase_create("real_time");
+    TCase *to = tcase_create("failing_allocations");
     SRunner *sr;
     void *shared;
     int failed;
@@ -1922,10 +2033,13 @@ int main(void)
         tot = shared;
     tcase_set_timeout(tc, 600);
     tcase_set_timeout(tr, 600);
+    tcase_set_timeout(to, 600);
     tcase_add_test(tc, random_api_sequences_agree_with_the_model);
     tcase_add_test(tr, random_api_sequences_with_real_sleeps_agree_with_the_model);
+    tcase_add_test(to, random_api_sequences_with_failing_allocations_agree_with_the_model);
     suite_add_tcase(su, tc);
     suite_add_tcase(su, tr);
+    suite_add_tcase(su, to);
     sr = srunner_create(su);
     srunner_run_all(sr, CK_ENV);
     failed = srunner_ntests_failed(sr);

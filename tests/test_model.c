@@ -682,6 +682,10 @@ static void check_outcome(const struct mwait *w, int err, void *result)
         MCHECK(result == NULL, "j%d: a result from a job that has none", j->id);
     else if (err != ETIMEDOUT && err != ESHUTDOWN)
         MCHECK(result == &j->token, "j%d: waiter got the wrong result", j->id);
+    /* a timed-out wait or close gets no result, even if the job then
+     * finished with one (unless ETIMEDOUT is the job's own outcome) */
+    if ((err == ETIMEDOUT && !j->jt) || err == ESHUTDOWN)
+        MCHECK(result == NULL, "j%d: a result with %s", j->id, strerror(err));
 }
 
 static void m_wait_cb(aj_job *job, int err, void *result, void *cbarg)

@@ -59,8 +59,10 @@ case " $flags " in
     ;;
 esac
 
+# The build's own CFLAGS and LDFLAGS come along: in a --enable-sanitizers
+# build the installed libraries need the sanitizer runtime linked first.
 # shellcheck disable=SC2086
-if ! $CC -o "$tmp/crawler" "$abs_top_srcdir/examples/crawler.c" $flags; then
+if ! $CC $CFLAGS -o "$tmp/crawler" "$abs_top_srcdir/examples/crawler.c" $flags $LDFLAGS; then
     echo "FAIL: examples/crawler.c does not build with the pkg-config flags alone"
     exit 1
 fi

@@ -777,6 +777,8 @@ AJ_EXPORT int aj_job_set_name(aj_job *job, const char *name)
         errno = EINVAL;
         return -1;
     }
+    if (!name && !job->ext)
+        return 0;                   /* nothing set: nothing to clear */
     if (name && !(copy = aj__strdup(name)))
         return -1;
     ext = aj__job_ext(job);

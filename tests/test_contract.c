@@ -2,7 +2,8 @@
  * test_contract.c -- the core's contract (SPEC sections 2 and 3) checked end
  * to end on real event loops: each test sets up, acts once, and checks real
  * values.  A "guard" flag is raised around every aj_* call a test makes, so
- * any callback that runs inside such a call (re-entrancy) fails the test.
+ * any callback that runs inside such a call (re-entrancy) fails the test
+ * (the harness, tests/harness.h, checks it at teardown).
  */
 #include <check.h>
 #include <errno.h>
@@ -13,181 +14,7 @@
 
 #include <aj/aj.h>
 
-/* ---- harness ---- */
-
-static struct event_base *base;
-static aj_scheduler *sched;
-static int in_call;                 /* inside an aj_* call made by a test */
-static int reentered;               /* a callback ran while in_call */
-static char last_log[1024];
-static int nlogs;
-
-/* Makes an aj_* call with the guard up (GNU statement expressions). */
-#define CALL(expr) ({ in_call = 1; __typeof__(expr) r_ = (expr); in_call = 0; r_; })
-#define CALLV(expr) do { in_call = 1; (expr); in_call = 0; } while (0)
-#define CB_ENTER() do { if (in_call) reentered++; } while (0)
-
-static void log_cb(int severity, const char *msg)
-{
-    (void)severity;
-    snprintf(last_log, sizeof last_log, "%s", msg);
-    nlogs++;
-}
-
-static void setup(void)
-{
-    base = event_base_new();
-    ck_assert_ptr_nonnull(base);
-    sched = aj_scheduler_new(base);
-    ck_assert_ptr_nonnull(sched);
-    in_call = reentered = nlogs = 0;
-    last_log[0] = '\0';
-    aj_set_log_callback(log_cb);
-}
-
-static void teardown(void)
-{
-    aj_scheduler_free(sched);
-    sched = NULL;
-    event_base_free(base);
-    aj_set_log_callback(NULL);
-    ck_assert_int_eq(reentered, 0);
-}
-
-static void safety_cb(evutil_socket_t fd, short w, void *arg)
-{
-    (void)fd; (void)w; (void)arg;
-    ck_abort_msg("safety timer: the loop did not finish");
-}
-
-/* Runs the loop until it has nothing left, failing after 10 s. */
-static void run(void)
-{
-    struct timeval tv = { 10, 0 };
-    struct event *safety = evtimer_new(base, safety_cb, NULL);
-    evtimer_add(safety, &tv);
-    /* one pass at a time, until the safety timer is all that is left */
-    while (event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE) > 1)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(safety);
-}
-
-/* A job: start finishes it after `ms` (0 = inside start; <0 = never by
- * itself); cancel finishes it with ECANCELED unless `stubborn`. */
-struct tjob {
-    aj_job *job;
-    struct event *ev;
-    int ms, error, stubborn;
-    int started, cancelled, released;
-    int order;
-    void *result;
-};
-
-static int start_seq;
-static int releases;
-
-static void tjob_fire(evutil_socket_t fd, short w, void *arg)
-{
-    struct tjob *t = arg;
-    (void)fd; (void)w;
-    aj_job_done(t->job, t->error, t->result);
-}
-
-static void tjob_start(aj_job *job, void *arg)
-{
-    struct tjob *t = arg;
-    CB_ENTER();
-    t->job = job;
-    t->started++;
-    t->order = ++start_seq;
-    if (t->ms == 0) {
-        aj_job_done(job, t->error, t->result);
-    } else if (t->ms > 0) {
-        struct timeval tv = { t->ms / 1000, (t->ms % 1000) * 1000 };
-        t->ev = evtimer_new(base, tjob_fire, t);
-        evtimer_add(t->ev, &tv);
-    }
-}
-
-static void tjob_cancel(aj_job *job, void *arg)
-{
-    struct tjob *t = arg;
-    CB_ENTER();
-    t->cancelled++;
-    if (t->stubborn)
-        return;
-    if (t->ev)
-        evtimer_del(t->ev);
-    aj_job_done(job, ECANCELED, t->result);
-}
-
-static void tjob_release(void *arg)
-{
-    struct tjob *t = arg;
-    CB_ENTER();
-    t->released++;
-    releases++;
-    if (t->ev) {
-        event_free(t->ev);
-        t->ev = NULL;
-    }
-}
-
-static const struct aj_job_ops tops = { "tjob", tjob_start, tjob_cancel, tjob_release };
-static const struct aj_job_ops tops_noname = { NULL, tjob_start, tjob_cancel, tjob_release };
-static const struct aj_job_ops tops_nocancel = { "nocancel", tjob_start, NULL, tjob_release };
-
-/* A waiter that records what it got. */
-struct wrec {
-    int calls, error;
-    void *result;
-    aj_job *job;
-};
-
-static void wrec_cb(aj_job *job, int error, void *result, void *cbarg)
-{
-    struct wrec *w = cbarg;
-    CB_ENTER();
-    w->calls++;
-    w->error = error;
-    w->result = result;
-    w->job = job;
-}
-
-/* Exception handler records. */
-struct erec {
-    int calls;
-    char message[64];
-    int error;
-    aj_job *job;
-    size_t tb_len;
-    int tb_mentions_spawn;
-};
-
-static void erec_cb(aj_scheduler *s, const struct aj_error_info *info, void *arg)
-{
-    struct erec *e = arg;
-    size_t i;
-    (void)s;
-    CB_ENTER();
-    e->calls++;
-    snprintf(e->message, sizeof e->message, "%s", info->message);
-    e->error = info->error;
-    e->job = info->job;
-    e->tb_len = info->source_traceback_len;
-    for (i = 0; i < info->source_traceback_len; i++)
-        if (strstr(info->source_traceback[i], "aj_spawn"))
-            e->tb_mentions_spawn = 1;
-}
-
-static void check_invariant(void)
-{
-    struct aj_stats st;
-    aj_scheduler_get_stats(sched, &st);
-    ck_assert_uint_eq(st.spawned, st.succeeded + st.failed + st.cancelled + aj_scheduler_size(sched));
-    ck_assert_uint_eq(aj_scheduler_size(sched),
-                      aj_scheduler_active_count(sched) + aj_scheduler_pending_count(sched));
-}
+#include "harness.h"
 
 /* ---- 3.2 scheduler ---- */
 
@@ -403,24 +230,6 @@ START_TEST(spawn_fails_eagain_when_the_pending_queue_is_full)
     ck_assert_int_eq(t[2].released, 0);
 }
 END_TEST
-
-struct sreq {
-    int calls, error;
-    aj_job *job;
-    struct tjob *t;
-    int started_at_cb;
-};
-
-static void sreq_cb(aj_scheduler *s, aj_job *job, int error, void *cbarg)
-{
-    struct sreq *r = cbarg;
-    (void)s;
-    CB_ENTER();
-    r->calls++;
-    r->error = error;
-    r->job = job;
-    r->started_at_cb = r->t->started;
-}
 
 START_TEST(spawn_async_admits_fifo_and_calls_back_before_start)
 {
@@ -772,14 +581,6 @@ START_TEST(names_are_set_ops_or_generated)
 }
 END_TEST
 
-static void other_cancel(aj_job *job, void *cbarg)
-{
-    int *n = cbarg;
-    CB_ENTER();
-    (*n)++;
-    aj_job_done(job, ECANCELED, NULL);
-}
-
 START_TEST(set_cancel_replaces_the_hook)
 {
     struct tjob t;
@@ -868,12 +669,10 @@ END_TEST
 
 /* ---- 3.6 closing ---- */
 
-static int closed_calls;
-static void closed_cb(aj_scheduler *s, void *arg)
+/* A close callback that also checks the scheduler is empty by then. */
+static void closed_empty_cb(aj_scheduler *s, void *arg)
 {
-    (void)arg;
-    CB_ENTER();
-    closed_calls++;
+    closed_cb(s, arg);
     ck_assert_uint_eq(aj_scheduler_size(s), 0);
 }
 
@@ -884,7 +683,6 @@ START_TEST(close_discards_pending_cancels_active_and_calls_every_cb)
     int i;
     memset(t, 0, sizeof t);
     memset(&w, 0, sizeof w);
-    closed_calls = 0;
     aj_scheduler_set_limit(sched, 2);
     for (i = 0; i < 3; i++) {
         t[i].ms = 5000;
@@ -893,8 +691,8 @@ START_TEST(close_discards_pending_cancels_active_and_calls_every_cb)
     event_base_loop(base, EVLOOP_NONBLOCK);
     aj_job_wait(aj_scheduler_next(sched, aj_scheduler_next(sched, aj_scheduler_first(sched))),
                 NULL, wrec_cb, &w);
-    ck_assert_int_eq(CALL(aj_scheduler_close(sched, closed_cb, NULL)), 0);
-    ck_assert_int_eq(CALL(aj_scheduler_close(sched, closed_cb, NULL)), 0);
+    ck_assert_int_eq(CALL(aj_scheduler_close(sched, closed_empty_cb, NULL)), 0);
+    ck_assert_int_eq(CALL(aj_scheduler_close(sched, closed_empty_cb, NULL)), 0);
     ck_assert_int_eq(aj_scheduler_closed(sched), 1);
     run();
     ck_assert_int_eq(closed_calls, 2);
@@ -916,14 +714,13 @@ START_TEST(close_timeout_reports_and_lets_go_of_stubborn_jobs)
     struct timeval tv = { 0, 10000 };
     memset(&t, 0, sizeof t);
     memset(&e, 0, sizeof e);
-    closed_calls = 0;
     aj_scheduler_set_exception_handler(sched, erec_cb, &e);
     aj_scheduler_set_close_timeout(sched, &tv);
     t.ms = -1;
     t.stubborn = 1;
     job = aj_spawn(sched, &tops, &t);
     event_base_loop(base, EVLOOP_NONBLOCK);
-    aj_scheduler_close(sched, closed_cb, NULL);
+    aj_scheduler_close(sched, closed_empty_cb, NULL);
     run();
     ck_assert_int_eq(closed_calls, 1);
     ck_assert_int_eq(e.calls, 1);
@@ -949,11 +746,10 @@ START_TEST(wait_and_close_waits_for_jobs_spawned_meanwhile)
 {
     struct tjob t[2];
     memset(t, 0, sizeof t);
-    closed_calls = 0;
     t[0].ms = 10;
     t[1].ms = 10;
     aj_spawn(sched, &tops, &t[0]);
-    ck_assert_int_eq(aj_scheduler_wait_and_close(sched, NULL, closed_cb, NULL), 0);
+    ck_assert_int_eq(aj_scheduler_wait_and_close(sched, NULL, closed_empty_cb, NULL), 0);
     ck_assert_int_eq(aj_scheduler_closed(sched), 0);
     ck_assert_ptr_nonnull(aj_spawn(sched, &tops, &t[1]));
     run();
@@ -969,10 +765,9 @@ START_TEST(wait_and_close_timeout_then_closes)
     struct tjob t;
     struct timeval tv = { 0, 10000 };
     memset(&t, 0, sizeof t);
-    closed_calls = 0;
     t.ms = 5000;
     aj_spawn(sched, &tops, &t);
-    aj_scheduler_wait_and_close(sched, &tv, closed_cb, NULL);
+    aj_scheduler_wait_and_close(sched, &tv, closed_empty_cb, NULL);
     run();
     ck_assert_int_eq(closed_calls, 1);
     ck_assert_int_eq(t.cancelled, 1);
@@ -980,27 +775,18 @@ START_TEST(wait_and_close_timeout_then_closes)
 }
 END_TEST
 
-static void free_in_close_cb(aj_scheduler *s, void *arg)
-{
-    int *n = arg;
-    CB_ENTER();
-    (*n)++;
-    aj_scheduler_free(s);
-}
-
 START_TEST(free_from_inside_the_close_callback)
 {
     struct tjob t[2];
-    int n = 0;
     memset(t, 0, sizeof t);
     t[0].ms = 5;
     aj_scheduler_set_limit(sched, 1);
     aj_spawn(sched, &tops, &t[0]);
     aj_spawn(sched, &tops, &t[1]);
-    aj_scheduler_close(sched, free_in_close_cb, &n);
+    aj_scheduler_close(sched, free_in_close_cb, NULL);
     sched = NULL;
     run();
-    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(closed_calls, 1);
     ck_assert_int_eq(t[0].released + t[1].released, 2);
 }
 END_TEST
@@ -1011,7 +797,7 @@ START_TEST(free_runs_every_owed_callback_synchronously)
     struct wrec wp, wr;
     struct sreq r;
     aj_job *j[3];
-    int n = 0, i;
+    int i;
     memset(t, 0, sizeof t);
     memset(&wp, 0, sizeof wp);
     memset(&wr, 0, sizeof wr);
@@ -1027,7 +813,7 @@ START_TEST(free_runs_every_owed_callback_synchronously)
     aj_spawn_async(sched, &tops, &t[2], NULL, sreq_cb, &r);
     aj_job_wait(j[0], NULL, wrec_cb, &wr);
     aj_job_wait(j[1], NULL, wrec_cb, &wp);
-    aj_scheduler_close(sched, free_in_close_cb, &n);   /* never completes: stubborn */
+    aj_scheduler_close(sched, free_in_close_cb, NULL);   /* never completes: stubborn */
     aj_scheduler_free(sched);
     sched = NULL;
     ck_assert_int_eq(t[0].cancelled, 1);
@@ -1035,7 +821,7 @@ START_TEST(free_runs_every_owed_callback_synchronously)
     ck_assert_int_eq(r.error, ESHUTDOWN);
     ck_assert_int_eq(wp.error, ECANCELED);
     ck_assert_int_eq(wr.error, ESHUTDOWN);
-    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(closed_calls, 1);
     ck_assert_int_eq(t[1].released, 1);
     ck_assert_int_eq(t[2].released, 0);
     ck_assert_int_eq(t[0].released, 0);
@@ -1185,7 +971,7 @@ static Suite *contract_suite(void)
 {
     Suite *s = suite_create("contract");
     TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, harness_setup, harness_teardown);
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, new_scheduler_has_the_documented_defaults);
     tcase_add_test(tc, scheduler_new_without_base_fails_with_einval);
@@ -1234,10 +1020,5 @@ static Suite *contract_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(contract_suite());
-    int failed;
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(contract_suite());
 }

@@ -3,7 +3,8 @@
  * test_contract.c leaves unpinned or pins only weakly.  Same discipline:
  * real loops, a guard around aj_* calls (and around aj_job_done called by
  * a job) so that a callback run inside one fails the test (the teardown
- * checks it), each test sets up, acts, and checks real values.
+ * checks it), each test sets up, acts, and checks real values.  The
+ * harness (jobs, records, the loop) is tests/harness.h.
  *
  * COVERAGE MAP.  Each SPEC sentence or bullet of sections 2 and 3, and the
  * tests that would fail if it were false.  C: = tests/test_contract.c,
@@ -398,379 +399,16 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include <aj/aj.h>
 
-/* ---- harness (the same discipline as test_contract.c) ---- */
-
-static struct event_base *base;
-static aj_scheduler *sched;
-static int in_call;                 /* inside an aj_* call made by a test */
-static int in_done;                 /* inside aj_job_done called by a job */
-static int reentered;               /* a callback ran inside either */
-static char last_log[1024];
-static int last_sev;
-static int nlogs;
-static int bad_severities;          /* log lines with a severity not libevent's */
-static char trace[2048];            /* callbacks in the order they ran */
-
-#define CALL(expr) ({ in_call = 1; __typeof__(expr) r_ = (expr); in_call = 0; r_; })
-#define CALLV(expr) do { in_call = 1; (expr); in_call = 0; } while (0)
-#define CB_ENTER() do { if (in_call || in_done) reentered++; } while (0)
-
-static void tr(const char *fmt, ...) AJ_PRINTF(1, 2);
-static void tr(const char *fmt, ...)
-{
-    size_t used = strlen(trace);
-    va_list ap;
-    if (used && used + 1 < sizeof trace)
-        trace[used++] = ' ';
-    va_start(ap, fmt);
-    vsnprintf(trace + used, sizeof trace - used, fmt, ap);
-    va_end(ap);
-}
-
-static void log_cb(int severity, const char *msg)
-{
-    if (severity != EVENT_LOG_DEBUG && severity != EVENT_LOG_MSG &&
-        severity != EVENT_LOG_WARN && severity != EVENT_LOG_ERR)
-        bad_severities++;
-    last_sev = severity;
-    snprintf(last_log, sizeof last_log, "%s", msg);
-    nlogs++;
-}
-
-static void *fail_malloc(size_t n);
-static void *fail_realloc(void *p, size_t n);
-static int fail_allocs;             /* every libaj allocation fails while set */
-static int releases;                /* tjob releases */
-static int done_calls;              /* done callback calls */
-static int closed_calls;            /* scheduler close callbacks */
-static size_t closed_size;          /* the size a close callback saw */
-
-static void setup(void)
-{
-    unsetenv("AJ_DEBUG");
-    base = event_base_new();
-    ck_assert_ptr_nonnull(base);
-    sched = aj_scheduler_new(base);
-    ck_assert_ptr_nonnull(sched);
-    in_call = in_done = reentered = nlogs = bad_severities = 0;
-    last_log[0] = trace[0] = '\0';
-    last_sev = -1;
-    fail_allocs = 0;
-    releases = done_calls = closed_calls = 0;
-    closed_size = 0;
-    aj_set_log_callback(log_cb);
-}
-
-static void teardown(void)
-{
-    aj_scheduler_free(sched);
-    sched = NULL;
-    event_base_free(base);
-    aj_set_log_callback(NULL);
-    aj_set_mem_functions(NULL, NULL, NULL);
-    unsetenv("AJ_DEBUG");
-    ck_assert_int_eq(reentered, 0);
-    ck_assert_int_eq(bad_severities, 0);
-}
-
-static void safety_cb(evutil_socket_t fd, short w, void *arg)
-{
-    (void)fd; (void)w; (void)arg;
-    ck_abort_msg("safety timer: the loop did not finish");
-}
-
-/* Runs the loop until it has nothing left, failing after 10 s. */
-static void run(void)
-{
-    struct timeval tv = { 10, 0 };
-    struct event *safety = evtimer_new(base, safety_cb, NULL);
-    evtimer_add(safety, &tv);
-    while (event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE) > 1)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(safety);
-}
-
-/* Runs the loop, one pass at a time, until cond holds (10 s at most). */
-#define RUN_UNTIL(cond) do {                                        \
-        struct timeval stv_ = { 10, 0 };                            \
-        struct event *sev_ = evtimer_new(base, safety_cb, NULL);    \
-        evtimer_add(sev_, &stv_);                                   \
-        while (!(cond))                                             \
-            event_base_loop(base, EVLOOP_ONCE);                     \
-        event_free(sev_);                                           \
-    } while (0)
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/*
- * A job: start finishes it after `ms` (0 = inside start; <0 = never by
- * itself).  cancel finishes it with ECANCELED (or cancel_error), at once or
- * after cancel_ms, unless `stubborn` (then its own timer still runs).
- */
-struct tjob {
-    aj_job *job;
-    struct event *ev, *cev;
-    int ms, error, stubborn, cancel_ms, cancel_error;
-    int started, cancelled, released;
-    int done_calls, done_error;
-    void *result, *done_result;
-    const char *tag;
-};
-
-static void tjob_finish(struct tjob *t, int error, void *result)
-{
-    in_done++;
-    aj_job_done(t->job, error, result);
-    in_done--;
-}
-
-static void tjob_fire(evutil_socket_t fd, short w, void *arg)
-{
-    struct tjob *t = arg;
-    (void)fd; (void)w;
-    tjob_finish(t, t->error, t->result);
-}
-
-static void tjob_cancel_fire(evutil_socket_t fd, short w, void *arg)
-{
-    struct tjob *t = arg;
-    (void)fd; (void)w;
-    tjob_finish(t, t->cancel_error ? t->cancel_error : ECANCELED, NULL);
-}
-
-static struct timeval ms_tv(int ms)
-{
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-    return tv;
-}
-
-static void tjob_start(aj_job *job, void *arg)
-{
-    struct tjob *t = arg;
-    CB_ENTER();
-    t->job = job;
-    t->started++;
-    if (t->tag)
-        tr("start:%s", t->tag);
-    if (t->ms == 0) {
-        tjob_finish(t, t->error, t->result);
-    } else if (t->ms > 0) {
-        struct timeval tv = ms_tv(t->ms);
-        t->ev = evtimer_new(base, tjob_fire, t);
-        evtimer_add(t->ev, &tv);
-    }
-}
-
-static void tjob_cancel(aj_job *job, void *arg)
-{
-    struct tjob *t = arg;
-    CB_ENTER();
-    (void)job;
-    t->cancelled++;
-    if (t->tag)
-        tr("cancel:%s", t->tag);
-    if (t->stubborn)
-        return;
-    if (t->ev)
-        evtimer_del(t->ev);
-    if (t->cancel_ms > 0) {
-        struct timeval tv = ms_tv(t->cancel_ms);
-        t->cev = evtimer_new(base, tjob_cancel_fire, t);
-        evtimer_add(t->cev, &tv);
-    } else {
-        tjob_finish(t, t->cancel_error ? t->cancel_error : ECANCELED, NULL);
-    }
-}
-
-static void tjob_release(void *arg)
-{
-    struct tjob *t = arg;
-    CB_ENTER();
-    t->released++;
-    releases++;
-    if (t->tag)
-        tr("rel:%s", t->tag);
-    if (t->ev) {
-        event_free(t->ev);
-        t->ev = NULL;
-    }
-    if (t->cev) {
-        event_free(t->cev);
-        t->cev = NULL;
-    }
-}
-
-static const struct aj_job_ops tops = { "tjob", tjob_start, tjob_cancel, tjob_release };
-static const struct aj_job_ops tops_noname = { NULL, tjob_start, tjob_cancel, tjob_release };
-static const struct aj_job_ops tops_nocancel = { "nocancel", tjob_start, NULL, tjob_release };
-
-/* A waiter (aj_job_wait or aj_job_close callback) that records what it got
- * and what the job and scheduler looked like then. */
-struct wrec {
-    int calls, error;
-    void *result;
-    aj_job *job;
-    int closed, active;
-    size_t size;
-    double at;
-    const char *tag;
-};
-
-static void wrec_cb(aj_job *job, int error, void *result, void *cbarg)
-{
-    struct wrec *w = cbarg;
-    CB_ENTER();
-    w->calls++;
-    w->error = error;
-    w->result = result;
-    w->job = job;
-    w->closed = aj_job_closed(job);
-    w->active = aj_job_active(job);
-    w->size = sched ? aj_scheduler_size(sched) : 0;
-    w->at = now_ms();
-    if (w->tag)
-        tr("w:%s", w->tag);
-}
-
-/* Exception handler records. */
-struct erec {
-    int calls;
-    char message[64];
-    char messages[8][64];
-    int errors[8];
-    int error;
-    aj_job *job;
-    size_t tb_len;
-    char tb[2][32];
-    int released_at_call;           /* the job's tjob.released when called */
-};
-
-static void erec_cb(aj_scheduler *s, const struct aj_error_info *info, void *arg)
-{
-    struct erec *e = arg;
-    (void)s;
-    CB_ENTER();
-    if (e->calls < 8) {
-        snprintf(e->messages[e->calls], sizeof e->messages[0], "%s", info->message);
-        e->errors[e->calls] = info->error;
-    }
-    e->calls++;
-    snprintf(e->message, sizeof e->message, "%s", info->message);
-    e->error = info->error;
-    e->job = info->job;
-    e->tb_len = info->source_traceback_len;
-    if (info->source_traceback_len >= 2) {
-        snprintf(e->tb[0], sizeof e->tb[0], "%s", info->source_traceback[0]);
-        snprintf(e->tb[1], sizeof e->tb[1], "%s", info->source_traceback[1]);
-    }
-    if (info->job) {
-        struct tjob *t = aj_job_arg(info->job);
-        e->released_at_call = t->released;
-        if (t->tag)
-            tr("exc:%s", t->tag);
-    }
-}
-
-/* Done callback: records into the job's tjob. */
-static void done_cb(aj_scheduler *s, aj_job *job, int error, void *result, void *arg)
-{
-    struct tjob *t = aj_job_arg(job);
-    (void)s; (void)arg;
-    CB_ENTER();
-    done_calls++;
-    t->done_calls++;
-    t->done_error = error;
-    t->done_result = result;
-    if (t->tag)
-        tr("done:%s", t->tag);
-}
-
-static void closed_cb(aj_scheduler *s, void *arg)
-{
-    (void)arg;
-    CB_ENTER();
-    closed_calls++;
-    closed_size = aj_scheduler_size(s);
-    tr("closed");
-}
-
-static void free_in_close_cb(aj_scheduler *s, void *arg)
-{
-    (void)arg;
-    CB_ENTER();
-    closed_calls++;
-    tr("closed");
-    aj_scheduler_free(s);
-    if (s == sched)
-        sched = NULL;
-}
-
-/* aj_spawn_async callback records. */
-struct sreq {
-    int calls, error;
-    aj_job *job;
-    struct tjob *t;
-    int started_at_cb;
-};
-
-static void sreq_cb(aj_scheduler *s, aj_job *job, int error, void *cbarg)
-{
-    struct sreq *r = cbarg;
-    (void)s;
-    CB_ENTER();
-    r->calls++;
-    r->error = error;
-    r->job = job;
-    r->started_at_cb = r->t ? r->t->started : 0;
-    tr("spawned:%d", error);
-}
-
-static void check_invariant_of(aj_scheduler *s)
-{
-    struct aj_stats st;
-    aj_scheduler_get_stats(s, &st);
-    ck_assert_uint_eq(st.spawned, st.succeeded + st.failed + st.cancelled + aj_scheduler_size(s));
-    ck_assert_uint_eq(aj_scheduler_size(s),
-                      aj_scheduler_active_count(s) + aj_scheduler_pending_count(s));
-}
-
-static void check_invariant(void)
-{
-    check_invariant_of(sched);
-}
-
-static struct aj_stats stats(void)
-{
-    struct aj_stats st;
-    aj_scheduler_get_stats(sched, &st);
-    return st;
-}
-
-static void *fail_malloc(size_t n)
-{
-    return fail_allocs ? NULL : malloc(n);
-}
-
-static void *fail_realloc(void *p, size_t n)
-{
-    return fail_allocs ? NULL : realloc(p, n);
-}
+#include "harness.h"
 
 /* ================================================================== */
 /* 2. Conventions                                                      */
@@ -1185,7 +823,7 @@ START_TEST(with_no_log_callback_each_message_is_one_line_on_stderr)
     size_t n;
     aj_set_log_callback(NULL);
     n = capture_stderr(log_two_messages, buf, sizeof buf);
-    aj_set_log_callback(log_cb);
+    aj_set_log_callback(capture_log);
     ck_assert_int_eq(nlogs, 0);                 /* not to the old callback */
     ck_assert_uint_gt(n, 0);
     ck_assert_int_eq(buf[n - 1], '\n');         /* whole lines */
@@ -1663,15 +1301,15 @@ START_TEST(spawn_and_spawn_async_fail_with_enomem_and_take_nothing)
     struct sreq r;
     memset(&t, 0, sizeof t);
     memset(&r, 0, sizeof r);
-    aj_set_mem_functions(fail_malloc, fail_realloc, free);
-    fail_allocs = 1;
+    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+    mem_refuse_all = 1;
     errno = 0;
     ck_assert_ptr_null(aj_spawn(sched, &tops, &t));
     ck_assert_int_eq(errno, ENOMEM);
     errno = 0;
     ck_assert_int_eq(aj_spawn_async(sched, &tops, &t, NULL, sreq_cb, &r), -1);
     ck_assert_int_eq(errno, ENOMEM);
-    fail_allocs = 0;
+    mem_refuse_all = 0;
     run();
     ck_assert_int_eq(r.calls, 0);
     ck_assert_int_eq(t.started + t.released, 0);
@@ -2093,14 +1731,6 @@ START_TEST(close_with_no_timeout_uses_the_scheduler_close_timeout)
     ck_assert_int_eq(releases, 2);
 }
 END_TEST
-
-static void other_cancel(aj_job *job, void *cbarg)
-{
-    int *n = cbarg;
-    CB_ENTER();
-    (*n)++;
-    aj_job_done(job, ECANCELED, NULL);
-}
 
 START_TEST(set_cancel_on_a_closing_job_calls_the_new_hook_from_the_loop)
 {
@@ -3202,7 +2832,7 @@ static Suite *core_suite(void)
 {
     Suite *s = suite_create("core");
     TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, harness_setup, harness_teardown);
     tcase_set_timeout(tc, 20);
     /* 2 */
     tcase_add_test(tc, int_functions_fail_with_minus_one_and_einval_on_bad_arguments);
@@ -3299,10 +2929,5 @@ static Suite *core_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(core_suite());
-    int failed;
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(core_suite());
 }

@@ -29,45 +29,8 @@
 #include <aj/aj.h>
 #include <aj/evhttp.h>
 
-static long live, count, fail_at;
-static int failed_once;
+#include "harness.h"
 
-static void *f_malloc(size_t n)
-{
-    void *p;
-
-    if (++count == fail_at) {
-        failed_once = 1;
-        return NULL;
-    }
-    p = malloc(n);
-    if (p)
-        live++;
-    return p;
-}
-
-static void *f_realloc(void *p, size_t n)
-{
-    void *q;
-
-    if (++count == fail_at) {
-        failed_once = 1;
-        return NULL;
-    }
-    q = realloc(p, n);
-    if (q && !p)
-        live++;
-    return q;
-}
-
-static void f_free(void *p)
-{
-    if (p)
-        live--;
-    free(p);
-}
-
-static struct event_base *base;
 static int outstanding, codes[3], bad_errno;
 
 static void check_enomem(int failed)
@@ -131,7 +94,8 @@ static void shut_cb(struct evhttp *http, void *arg)
     event_base_loopexit(base, NULL);
 }
 
-/* One run of the scenario; returns 1 if an allocation failed in it. */
+/* One run of the scenario, the n-th allocation refused (harness.h);
+ * returns 1 if an allocation failed in it. */
 static int scenario(long n)
 {
     struct evhttp *http, *vhost;
@@ -144,9 +108,6 @@ static int scenario(long n)
     int i, port, shut = 0;
     aj_scheduler *s;
 
-    count = 0;
-    fail_at = n;
-    failed_once = 0;
     base = event_base_new();
     http = evhttp_new(base);
     vhost = evhttp_new(base);
@@ -201,23 +162,16 @@ static int scenario(long n)
     /* let orphaned releases run */
     event_base_loop(base, EVLOOP_NONBLOCK);
     event_base_free(base);
-    ck_assert_msg(live == 0, "n=%ld: %ld libaj allocations not freed", n, live);
-    return failed_once;
+    ck_assert_msg(mem_live == 0, "n=%ld: %ld libaj allocations not freed", n, mem_live);
+    return mem_failed;
 }
 
 START_TEST(every_allocation_failure_in_the_adapter_is_clean)
 {
-    long n;
-    int points = 0;
+    int points;
 
     signal(SIGPIPE, SIG_IGN);
-    aj_set_mem_functions(f_malloc, f_realloc, f_free);
-    for (n = 1; n < 10000; n++) {
-        if (!scenario(n))
-            break;
-        points++;
-    }
-    aj_set_mem_functions(NULL, NULL, NULL);
+    points = failure_points(scenario, 10000);
     fprintf(stderr, "# evhttp alloc: %d allocation failure points exercised\n", points);
     ck_assert_int_gt(points, 10);
     ck_assert_int_eq(bad_errno, 0);
@@ -234,16 +188,10 @@ int main(void)
 {
     Suite *su = suite_create("evhttp_alloc");
     TCase *tc = tcase_create("enomem");
-    SRunner *sr;
-    int failed;
 
     aj_set_log_callback(quiet);
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, every_allocation_failure_in_the_adapter_is_clean);
     suite_add_tcase(su, tc);
-    sr = srunner_create(su);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(su);
 }

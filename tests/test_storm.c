@@ -44,36 +44,7 @@
 #include <aj/aj.h>
 #include <aj/evhttp.h>
 
-/* ------------------------------------------------------------------ */
-/* Counting allocator: what libaj allocates, it must free               */
-/* ------------------------------------------------------------------ */
-
-static long live_allocs;
-
-static void *count_malloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p)
-        live_allocs++;
-    return p;
-}
-
-static void *count_realloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (q && !p)
-        live_allocs++;
-    return q;
-}
-
-static void count_free(void *p)
-{
-    if (p)
-        live_allocs--;
-    free(p);
-}
-
-/* ------------------------------------------------------------------ */
+#include "harness.h"
 
 enum kind { HEADERS, SENT, RUNNING, WRITING, GOOD, NKINDS };
 static const char *const kind_names[NKINDS] = { "headers", "sent", "running", "writing", "good" };
@@ -81,7 +52,6 @@ static const char *const kind_names[NKINDS] = { "headers", "sent", "running", "w
 #define MAX_INFLIGHT 24
 #define BIG (1 << 20)
 
-static struct event_base *base;
 static struct evhttp *http;
 static int port;
 static unsigned seed, seed0;
@@ -389,7 +359,8 @@ START_TEST(storm_of_disconnects_with_a_shutdown_in_the_middle)
     int k;
 
     signal(SIGPIPE, SIG_IGN);
-    aj_set_mem_functions(count_malloc, count_realloc, count_free);
+    mem_reset(0);                       /* count, refuse nothing */
+    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
     env = getenv("AJ_STORM_REQUESTS");
     total = env && atoi(env) > 0 ? atoi(env) : 3000;
     env = getenv("AJ_STORM_SEED");
@@ -448,7 +419,7 @@ START_TEST(storm_of_disconnects_with_a_shutdown_in_the_middle)
     event_base_free(base);
     free(big_body);
     /* every job released, every adapter record freed */
-    ck_assert_int_eq(live_allocs, 0);
+    ck_assert_int_eq(mem_live, 0);
     aj_set_mem_functions(NULL, NULL, NULL);
 }
 END_TEST
@@ -457,15 +428,9 @@ int main(void)
 {
     Suite *su = suite_create("storm");
     TCase *tc = tcase_create("http");
-    SRunner *sr;
-    int failed;
 
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, storm_of_disconnects_with_a_shutdown_in_the_middle);
     suite_add_tcase(su, tc);
-    sr = srunner_create(su);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(su);
 }

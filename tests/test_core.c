@@ -410,6 +410,49 @@
 
 #include "harness.h"
 
+/* ---- this file's helpers ---- */
+
+/* expr returns -1 and sets errno to EINVAL. */
+#define EXPECT_EINVAL(expr) do { errno = 0; ck_assert_int_eq((expr), -1); \
+                                 ck_assert_int_eq(errno, EINVAL); } while (0)
+
+/* Spawns t with ops and runs one loop pass, so that its start has run. */
+static aj_job *spawn_started(const struct aj_job_ops *ops, struct tjob *t)
+{
+    aj_job *job = aj_spawn(sched, ops, t);
+    ck_assert_ptr_nonnull(job);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(t->started, 1);
+    return job;
+}
+
+/* Fills the scheduler -- limit 1 and pending limit 1, t[0] active, t[1]
+ * pending -- and queues an aj_spawn_async request for t[2] behind them,
+ * answered into r.  Returns t[0]'s job. */
+static aj_job *fill_and_request(struct tjob *t, struct sreq *r)
+{
+    aj_job *active;
+    aj_scheduler_set_limit(sched, 1);
+    aj_scheduler_set_pending_limit(sched, 1);
+    active = aj_spawn(sched, &tops, &t[0]);
+    ck_assert_ptr_nonnull(active);
+    ck_assert_ptr_nonnull(aj_spawn(sched, &tops, &t[1]));
+    r->t = &t[2];
+    ck_assert_int_eq(aj_spawn_async(sched, &tops, &t[2], NULL, sreq_cb, r), 0);
+    return active;
+}
+
+/* Closes the scheduler with a 10 ms close timeout and runs the loop until
+ * the close is complete: job, running and ignoring cancel, is let go. */
+static void close_letting_go(aj_job *job)
+{
+    struct timeval ctv = { 0, 10000 };
+    aj_scheduler_set_close_timeout(sched, &ctv);
+    aj_scheduler_close(sched, NULL, NULL);
+    run();
+    ck_assert_ptr_null(aj_job_scheduler(job));
+}
+
 /* ================================================================== */
 /* 2. Conventions                                                      */
 /* ================================================================== */
@@ -424,8 +467,6 @@ START_TEST(int_functions_fail_with_minus_one_and_einval_on_bad_arguments)
     memset(&w, 0, sizeof w);
     t.ms = 1;
     job = aj_spawn(sched, &tops, &t);
-#define EXPECT_EINVAL(expr) do { errno = 0; ck_assert_int_eq((expr), -1); \
-                                 ck_assert_int_eq(errno, EINVAL); } while (0)
     EXPECT_EINVAL(aj_scheduler_set_limit(NULL, 1));
     EXPECT_EINVAL(aj_scheduler_set_pending_limit(NULL, 1));
     EXPECT_EINVAL(aj_scheduler_set_close_timeout(NULL, NULL));
@@ -444,7 +485,6 @@ START_TEST(int_functions_fail_with_minus_one_and_einval_on_bad_arguments)
     EXPECT_EINVAL(aj_job_set_name(NULL, "x"));
     EXPECT_EINVAL(aj_job_set_timeout(NULL, NULL));
     EXPECT_EINVAL(aj_job_set_timeout(job, &bad_us));
-#undef EXPECT_EINVAL
     /* none of them took effect */
     ck_assert_uint_eq(aj_scheduler_limit(sched), 100);
     ck_assert_int_eq(aj_scheduler_close_timeout(sched)->tv_usec, 100000);
@@ -494,8 +534,7 @@ START_TEST(no_close_timeout_waits_for_a_job_past_the_default)
     ck_assert_int_eq(aj_scheduler_set_close_timeout(sched, NULL), 0);
     t.ms = 150;                         /* ignores cancel, ends at 150 ms */
     t.stubborn = 1;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops, &t);
     t0 = now_ms();
     aj_job_close(job, NULL, wrec_cb, &c);
     aj_scheduler_close(sched, closed_cb, NULL);
@@ -649,13 +688,8 @@ START_TEST(raising_the_limit_admits_spawn_async_requests_from_the_loop)
     struct sreq r;
     memset(t, 0, sizeof t);
     memset(&r, 0, sizeof r);
-    aj_scheduler_set_limit(sched, 1);
-    aj_scheduler_set_pending_limit(sched, 1);
     t[0].ms = t[1].ms = t[2].ms = 2;
-    aj_spawn(sched, &tops, &t[0]);
-    aj_spawn(sched, &tops, &t[1]);
-    r.t = &t[2];
-    aj_spawn_async(sched, &tops, &t[2], NULL, sreq_cb, &r);
+    fill_and_request(t, &r);
     ck_assert_int_eq(CALL(aj_scheduler_set_limit(sched, 2)), 0);
     ck_assert_uint_eq(aj_scheduler_active_count(sched), 2);
     ck_assert_uint_eq(aj_scheduler_pending_count(sched), 1);   /* the request's job */
@@ -674,13 +708,8 @@ START_TEST(raising_the_pending_limit_admits_spawn_async_requests_from_the_loop)
     struct sreq r;
     memset(t, 0, sizeof t);
     memset(&r, 0, sizeof r);
-    aj_scheduler_set_limit(sched, 1);
-    aj_scheduler_set_pending_limit(sched, 1);
     t[0].ms = t[1].ms = t[2].ms = 2;
-    aj_spawn(sched, &tops, &t[0]);
-    aj_spawn(sched, &tops, &t[1]);
-    r.t = &t[2];
-    aj_spawn_async(sched, &tops, &t[2], NULL, sreq_cb, &r);
+    fill_and_request(t, &r);
     ck_assert_uint_eq(aj_scheduler_pending_count(sched), 1);
     ck_assert_int_eq(CALL(aj_scheduler_set_pending_limit(sched, 2)), 0);
     ck_assert_uint_eq(aj_scheduler_pending_count(sched), 2);
@@ -763,8 +792,7 @@ START_TEST(a_zero_wait_timeout_closes_the_job_from_the_loop)
     memset(&t, 0, sizeof t);
     memset(&w, 0, sizeof w);
     t.ms = 5000;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops, &t);
     ck_assert_int_eq(CALL(aj_job_wait(job, &zero, wrec_cb, &w)), 0);
     ck_assert_int_eq(t.cancelled + w.calls, 0);
     run();
@@ -947,8 +975,7 @@ START_TEST(cancel_may_finish_the_job_later)
     memset(&c, 0, sizeof c);
     t.ms = -1;
     t.cancel_ms = 30;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops, &t);
     t0 = now_ms();
     aj_job_close(job, &ctv, wrec_cb, &c);
     event_base_loop(base, EVLOOP_NONBLOCK);
@@ -975,8 +1002,7 @@ START_TEST(a_job_without_cancel_times_out_its_close_like_one_ignoring_it)
     memset(&c, 0, sizeof c);
     aj_scheduler_set_done_callback(sched, done_cb, NULL);
     t.ms = 60;
-    job = aj_spawn(sched, &tops_nocancel, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops_nocancel, &t);
     aj_job_close(job, &ctv, wrec_cb, &c);
     RUN_UNTIL(c.calls);
     ck_assert_int_eq(c.error, ETIMEDOUT);
@@ -1031,8 +1057,7 @@ START_TEST(the_default_close_timeout_gives_up_after_a_tenth_of_a_second)
     memset(&c, 0, sizeof c);
     t.ms = -1;
     t.stubborn = 1;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops, &t);
     t0 = now_ms();
     aj_job_close(job, NULL, wrec_cb, &c);
     run();
@@ -1280,14 +1305,11 @@ START_TEST(spawn_async_rejects_bad_arguments_and_never_calls_back)
     struct aj_job_ops nostart = { "x", NULL, NULL, tjob_release };
     memset(&t, 0, sizeof t);
     memset(&r, 0, sizeof r);
-#define EXPECT_EINVAL(expr) do { errno = 0; ck_assert_int_eq((expr), -1); \
-                                 ck_assert_int_eq(errno, EINVAL); } while (0)
     EXPECT_EINVAL(aj_spawn_async(NULL, &tops, &t, NULL, sreq_cb, &r));
     EXPECT_EINVAL(aj_spawn_async(sched, NULL, &t, NULL, sreq_cb, &r));
     EXPECT_EINVAL(aj_spawn_async(sched, &nostart, &t, NULL, sreq_cb, &r));
     EXPECT_EINVAL(aj_spawn_async(sched, &tops, &t, NULL, NULL, &r));
     EXPECT_EINVAL(aj_spawn_async(sched, &tops, &t, &bad, sreq_cb, &r));
-#undef EXPECT_EINVAL
     run();
     ck_assert_int_eq(r.calls, 0);
     ck_assert_int_eq(t.started + t.released, 0);
@@ -1555,8 +1577,7 @@ START_TEST(a_wait_timeout_answers_once_the_close_that_follows_ended)
     aj_scheduler_set_close_timeout(sched, &ctv);
     t.ms = -1;
     t.stubborn = 1;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops, &t);
     t0 = now_ms();
     aj_job_wait(job, &wtv, wrec_cb, &w);
     run();
@@ -1586,8 +1607,7 @@ START_TEST(with_no_close_timeout_a_timed_out_wait_answers_when_the_job_ends)
     aj_scheduler_set_close_timeout(sched, NULL);
     t.ms = 60;
     t.stubborn = 1;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops, &t);
     t0 = now_ms();
     aj_job_wait(job, &wtv, wrec_cb, &w);
     run();
@@ -1685,8 +1705,7 @@ START_TEST(closing_a_closing_job_again_calls_both_callbacks)
     memset(&c2, 0, sizeof c2);
     t.ms = -1;
     t.cancel_ms = 20;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops, &t);
     ck_assert_int_eq(aj_job_close(job, NULL, wrec_cb, &c1), 0);
     event_base_loop(base, EVLOOP_NONBLOCK);
     ck_assert_int_eq(aj_job_closed(job), 1);
@@ -1743,8 +1762,7 @@ START_TEST(set_cancel_on_a_closing_job_calls_the_new_hook_from_the_loop)
     memset(&c, 0, sizeof c);
     t.ms = -1;
     t.stubborn = 1;                     /* this state ignores cancel */
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops, &t);
     aj_job_close(job, &ctv, wrec_cb, &c);
     event_base_loop(base, EVLOOP_NONBLOCK);
     ck_assert_int_eq(t.cancelled, 1);
@@ -1768,8 +1786,7 @@ START_TEST(set_cancel_null_makes_a_job_uninterruptible)
     memset(&t, 0, sizeof t);
     memset(&c, 0, sizeof c);
     t.ms = 60;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops, &t);
     aj_job_set_cancel(job, NULL, NULL);
     aj_job_close(job, &ctv, wrec_cb, &c);
     run();
@@ -2032,16 +2049,11 @@ START_TEST(a_spawn_async_job_admitted_later_reports_where_it_was_requested)
     memset(&tb, 0, sizeof tb);
     aj_scheduler_set_debug(sched, 1);
     aj_scheduler_set_exception_handler(sched, tbrec_cb, &tb);
-    aj_scheduler_set_limit(sched, 1);
-    aj_scheduler_set_pending_limit(sched, 1);
     t[0].ms = -1;
     t[1].ms = 1;
     t[2].ms = 1;
     t[2].error = EIO;
-    j0 = aj_spawn(sched, &tops, &t[0]);
-    aj_spawn(sched, &tops, &t[1]);
-    r.t = &t[2];
-    aj_spawn_async(sched, &tops, &t[2], NULL, sreq_cb, &r);   /* queue full: waits */
+    j0 = fill_and_request(t, &r);       /* the request waits */
     event_base_loop(base, EVLOOP_NONBLOCK);
     ck_assert_int_eq(r.calls, 0);
     aj_job_done(j0, 0, NULL);           /* makes room: the request is admitted */
@@ -2235,8 +2247,7 @@ START_TEST(a_job_let_go_finishing_after_free_is_released_once_from_the_loop)
     aj_scheduler_set_close_timeout(sched, &ctv);
     t.ms = 40;                          /* ignores cancel, ends at 40 ms */
     t.stubborn = 1;
-    aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    spawn_started(&tops, &t);
     aj_scheduler_close(sched, free_in_close_cb, NULL);   /* the usual pattern */
     run();                              /* tjob_fire checks it is not released inside done */
     ck_assert_ptr_null(sched);
@@ -2250,16 +2261,12 @@ END_TEST
 START_TEST(a_job_let_go_finishing_before_free_is_still_released_from_the_loop)
 {
     struct tjob t;
-    struct timeval ctv = { 0, 10000 };
     aj_job *job;
     memset(&t, 0, sizeof t);
-    aj_scheduler_set_close_timeout(sched, &ctv);
     t.ms = -1;
     t.stubborn = 1;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
-    aj_scheduler_close(sched, NULL, NULL);
-    run();
+    job = spawn_started(&tops, &t);
+    close_letting_go(job);
     CALLV(aj_job_done(job, 0, NULL));
     ck_assert_int_eq(t.released, 0);
     aj_scheduler_free(sched);
@@ -2273,16 +2280,12 @@ END_TEST
 START_TEST(a_let_go_job_holding_a_reference_is_released_after_the_unref)
 {
     struct tjob t;
-    struct timeval ctv = { 0, 10000 };
     aj_job *job;
     memset(&t, 0, sizeof t);
-    aj_scheduler_set_close_timeout(sched, &ctv);
     t.ms = -1;
     t.stubborn = 1;
-    job = aj_job_ref(aj_spawn(sched, &tops, &t));
-    event_base_loop(base, EVLOOP_NONBLOCK);
-    aj_scheduler_close(sched, NULL, NULL);
-    run();
+    job = aj_job_ref(spawn_started(&tops, &t));
+    close_letting_go(job);
     aj_job_done(job, 0, NULL);
     aj_scheduler_free(sched);
     sched = NULL;
@@ -2300,18 +2303,14 @@ START_TEST(a_finished_let_go_job_named_by_a_report_dropped_by_free_is_released)
     struct tjob t;
     struct erec e;
     struct aj_error_info info;
-    struct timeval ctv = { 0, 10000 };
     aj_job *job;
     memset(&t, 0, sizeof t);
     memset(&e, 0, sizeof e);
     aj_scheduler_set_exception_handler(sched, erec_cb, &e);
-    aj_scheduler_set_close_timeout(sched, &ctv);
     t.ms = -1;
     t.stubborn = 1;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
-    aj_scheduler_close(sched, NULL, NULL);
-    run();                                  /* let go */
+    job = spawn_started(&tops, &t);
+    close_letting_go(job);
     ck_assert_int_eq(e.calls, 1);
     memset(&info, 0, sizeof info);
     info.message = "late";
@@ -2537,8 +2536,7 @@ START_TEST(free_during_wait_and_close_runs_its_callback)
     struct tjob t;
     memset(&t, 0, sizeof t);
     t.ms = -1;
-    aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    spawn_started(&tops, &t);
     aj_scheduler_wait_and_close(sched, NULL, closed_cb, NULL);
     event_base_loop(base, EVLOOP_NONBLOCK);     /* draining: 60 s to go */
     ck_assert_int_eq(closed_calls, 0);
@@ -2774,8 +2772,7 @@ START_TEST(a_zero_job_timeout_set_on_a_running_job_fires_from_the_loop)
     memset(&e, 0, sizeof e);
     aj_scheduler_set_exception_handler(sched, erec_cb, &e);
     t.ms = -1;
-    job = aj_spawn(sched, &tops, &t);
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    job = spawn_started(&tops, &t);
     ck_assert_int_eq(CALL(aj_job_set_timeout(job, &zero)), 0);
     ck_assert_int_eq(t.cancelled, 0);
     run();

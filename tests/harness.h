@@ -158,9 +158,18 @@ extern char trace[2048];
 void tr(const char *fmt, ...) AJ_PRINTF(1, 2);
 
 /* spawned == succeeded + failed + cancelled + size, and size == active +
- * pending. */
-void check_invariant_of(aj_scheduler *s);
-void check_invariant(void);             /* of sched */
+ * pending (macros, so that a failure names the caller's line). */
+#define check_invariant_of(s) do {                                          \
+        aj_scheduler *is_ = (s);                                            \
+        struct aj_stats st_;                                                \
+        aj_scheduler_get_stats(is_, &st_);                                  \
+        ck_assert_uint_eq(st_.spawned, st_.succeeded + st_.failed +         \
+                          st_.cancelled + aj_scheduler_size(is_));          \
+        ck_assert_uint_eq(aj_scheduler_size(is_), aj_scheduler_active_count(is_) + \
+                          aj_scheduler_pending_count(is_));                 \
+    } while (0)
+#define check_invariant() check_invariant_of(sched)
+
 struct aj_stats stats(void);            /* of sched */
 
 /* ---- log capture (the fixture installs capture_log) ---- */

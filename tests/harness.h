@@ -1,14 +1,14 @@
 /*
  * harness.h -- what the Check programs in tests/ share (harness.c is
- * compiled into each of them):
+ * compiled into each program that includes this):
  *
  *  - a fixture: one event base and one scheduler per test
  *    (harness_setup/harness_teardown), and run() / RUN_UNTIL(), which drive
  *    the loop under a 10 s safety timer that fails the test;
  *  - the re-entrancy guard: CALL()/CALLV() raise it around an aj_* call a
- *    test makes, a tjob raises it around its own aj_job_done, and every
- *    callback below starts with CB_ENTER(); the teardown fails a test in
- *    which a callback ran inside either;
+ *    test makes, a tjob raises it around its own aj_job_done, and every job
+ *    and record callback below starts with CB_ENTER(); the teardown fails a
+ *    test in which a callback ran inside either;
  *  - tjob, a job that follows a small script, and records of what each kind
  *    of callback got: wrec (waiters, close callbacks), erec (exception
  *    handler), sreq (aj_spawn_async), done_cb, closed_cb; callbacks of
@@ -17,7 +17,7 @@
  *  - a counting allocator for aj_set_mem_functions that can refuse one
  *    chosen allocation (or all), and failure_points(), which runs a
  *    scenario once for each allocation it makes, failing that one;
- *  - run_suite(), the body of every main().
+ *  - run_suite(), the body of main().
  */
 #ifndef AJ_TESTS_HARNESS_H
 #define AJ_TESTS_HARNESS_H
@@ -34,7 +34,7 @@
 extern struct event_base *base;
 extern aj_scheduler *sched;
 
-/* A new base and scheduler, every record below reset, log capture on,
+/* A new base and scheduler, every counter below reset, log capture on,
  * AJ_DEBUG unset. */
 void harness_setup(void);
 /* Frees them (sched may have been freed and set to NULL by the test),
@@ -49,13 +49,13 @@ void run(void);
 extern char run_note[64];
 
 /* Runs the loop, one pass at a time, until cond holds (10 s at most). */
+struct event *safety_timer_start(void);
 #define RUN_UNTIL(cond) do {                                \
         struct event *safety_ = safety_timer_start();       \
         while (!(cond))                                     \
             event_base_loop(base, EVLOOP_ONCE);             \
         event_free(safety_);                                \
     } while (0)
-struct event *safety_timer_start(void);
 
 /* Milliseconds on the monotonic clock. */
 double now_ms(void);
@@ -76,8 +76,8 @@ extern int reentered;               /* a callback ran inside either */
 /*
  * A job: start finishes it after `ms` (0 = inside start; <0 = never by
  * itself) with `error` and `result`.  cancel finishes it with ECANCELED (or
- * cancel_error) and `result`, at once or after cancel_ms, unless `stubborn`
- * (then its own timer still runs).
+ * cancel_error) and still hands `result`, at once or after cancel_ms,
+ * unless `stubborn` (then its own timer still runs).
  */
 struct tjob {
     aj_job *job;                    /* set by start */

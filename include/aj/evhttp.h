@@ -118,8 +118,9 @@ typedef void (*aj_evhttp_cb)(struct evhttp *http, void *arg);
  * written or their connections closed, frees the schedulers, forgets the
  * servers, then calls cb(http, arg) from the loop.  After cb the caller may
  * evhttp_free(http).  The schedulers are gone by then: read their final
- * counters (aj_scheduler_get_stats) before, e.g. from a done callback.  Returns 0, or -1 with ENOENT (no server in the tree has
- * a scheduler), EINVAL, EALREADY or ENOMEM.
+ * counters (aj_scheduler_get_stats) before, e.g. from a done callback.
+ * Returns 0, or -1 with ENOENT (no server in the tree has a scheduler),
+ * EINVAL, EALREADY or ENOMEM.
  */
 AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *timeout,
                                  aj_evhttp_cb cb, void *arg);

@@ -44,11 +44,12 @@ char *aj__strdup(const char *s);
 void aj__logv(int severity, const char *fmt, va_list ap);
 
 /* ---- timer.c ---- */
-struct aj__timerq;
+/* 32 bytes: every waiter carries one, so it is kept small.  Its queue is
+ * found from the list itself (timer.c), not from a pointer. */
 struct aj__timer {
-    struct aj__q link;               /* in its timer queue, deadline order */
-    struct timeval deadline;         /* monotonic */
-    struct aj__timerq *tq;           /* NULL when not running */
+    struct aj__q link;               /* in its timer queue, deadline order;
+                                      * linked to itself when not running */
+    int64_t deadline;                /* monotonic, in microseconds */
     void (*fire)(struct aj__timer *t);
 };
 void aj__timer_init(struct aj__timer *t, void (*fire)(struct aj__timer *));
@@ -56,7 +57,7 @@ void aj__timer_init(struct aj__timer *t, void (*fire)(struct aj__timer *));
  * then unchanged (still running if it was). */
 int aj__timer_start(aj_scheduler *s, struct aj__timer *t, const struct timeval *after);
 void aj__timer_stop(struct aj__timer *t);
-static inline int aj__timer_running(const struct aj__timer *t) { return t->tq != NULL; }
+static inline int aj__timer_running(const struct aj__timer *t) { return aj__q_linked(&t->link); }
 void aj__timers_free(aj_scheduler *s);
 int aj__timeval_valid(const struct timeval *tv);
 
@@ -136,7 +137,7 @@ struct aj_job {
     void *arg;
     void *result;
     struct aj__job_ext *ext;        /* rarely used extras, allocated lazily */
-    struct aj__waiter *waiters;     /* circular list, first waiter */
+    struct aj__waiter *waiters;     /* circular list, the last waiter */
     uint64_t seq;                   /* spawn number, for "job-N" */
     uint32_t refs;
 };

@@ -26,8 +26,15 @@ enum aj__waiter_kind {
     AJ__CLOSE              /* aj_job_close: gets the close outcome */
 };
 
+/*
+ * One per aj_job_wait, so it is kept to 72 bytes (an 80-byte malloc chunk).
+ * The list is singly linked: callers are answered from its head, and a
+ * waiter leaves from elsewhere only when its own timeout fires, which scans
+ * from the head -- the timeouts of one duration fire in call order, so that
+ * scan stops at once in practice.
+ */
 struct aj__waiter {
-    struct aj__waiter *next, *prev;  /* circular, job->waiters is the first */
+    struct aj__waiter *next;         /* circular; job->waiters is the last */
     struct aj__timer timer;
     aj_job *job;
     aj_job_cb cb;                    /* may be NULL for a close */
@@ -35,17 +42,22 @@ struct aj__waiter {
     int kind;
 };
 
+static inline struct aj__waiter *waiter_first(const aj_job *job)
+{
+    return job->waiters ? job->waiters->next : NULL;
+}
+
 static uint64_t aj__spawn_seq;        /* "job-N": spawns in the process */
 
 static void waiters_stop_timers(aj_job *job)
 {
-    struct aj__waiter *w = job->waiters;
+    struct aj__waiter *first = waiter_first(job), *w = first;
 
     if (w) {
         do {
             aj__timer_stop(&w->timer);
             w = w->next;
-        } while (w != job->waiters);
+        } while (w != first);
     }
 }
 
@@ -270,35 +282,37 @@ void aj__job_cancel_now(aj_job *job)
 /* Waiters                                                             */
 /* ------------------------------------------------------------------ */
 
+/* Unlinks w, which is on its job's list. */
 static void waiter_unlink(struct aj__waiter *w)
 {
     aj_job *job = w->job;
+    struct aj__waiter *last = job->waiters, *prev = last;
 
-    if (w->next == w) {
-        job->waiters = NULL;
+    while (prev->next != w)         /* from the head: w is nearly always it */
+        prev = prev->next;
+    if (prev == w) {
+        job->waiters = NULL;        /* w was the only one */
     } else {
-        w->prev->next = w->next;
-        w->next->prev = w->prev;
-        if (job->waiters == w)
-            job->waiters = w->next;
+        prev->next = w->next;
+        if (last == w)
+            job->waiters = prev;
     }
-    w->next = w->prev = w;
+    w->next = w;
     aj__timer_stop(&w->timer);
 }
 
+/* Appends w: waiters are answered in call order. */
 static void waiter_link(aj_job *job, struct aj__waiter *w)
 {
-    struct aj__waiter *first = job->waiters;
+    struct aj__waiter *last = job->waiters;
 
-    if (!first) {
-        w->next = w->prev = w;
-        job->waiters = w;
+    if (!last) {
+        w->next = w;
     } else {
-        w->next = first;
-        w->prev = first->prev;
-        first->prev->next = w;
-        first->prev = w;
+        w->next = last->next;
+        last->next = w;
     }
+    job->waiters = w;
 }
 
 /* What waiter w receives from a job that finished with `error`. */
@@ -333,7 +347,7 @@ void aj__job_deliver_waiters(aj_job *job, int forced_error)
 {
     job->refs++;                    /* the job outlives its callbacks */
     while (job->waiters) {
-        struct aj__waiter *w = job->waiters;
+        struct aj__waiter *w = job->waiters->next;
         int err = forced_error ? forced_error : waiter_value(w, job->call.error);
         /* A wait that timed out has no result, even if the job then
          * finished with one during the close the timeout started. */
@@ -350,7 +364,7 @@ static struct aj__waiter *waiter_new(aj_job *job, int kind, aj_job_cb cb, void *
     struct aj__waiter *w = aj__malloc(sizeof *w);
     if (!w)
         return NULL;
-    w->next = w->prev = w;
+    w->next = w;
     aj__timer_init(&w->timer, waiter_timer_fire);
     w->job = job;
     w->cb = cb;

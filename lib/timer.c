@@ -11,6 +11,11 @@
  *
  * Invariant: a queue's libevent timer is pending exactly when the queue is
  * not empty, so an idle scheduler never keeps event_base_dispatch() alive.
+ *
+ * A timer holds no pointer to its queue (every aj_job_wait carries a timer,
+ * and 8 bytes less keeps a waiter in one small allocation class): when
+ * removing a timer leaves its neighbours equal, they are the queue's list
+ * head, and the queue is found from it.
  */
 #include "aj-internal.h"
 
@@ -42,33 +47,43 @@ struct aj__timerq {
 #define AJ__CLOCK CLOCK_MONOTONIC
 #endif
 
-static void monotonic_now(struct timeval *tv)
+/* Now, in microseconds. */
+static int64_t monotonic_now(void)
 {
+    struct timeval tv;
 #ifdef AJ__CLOCK
     struct timespec ts;
-    if (clock_gettime(AJ__CLOCK, &ts) == 0) {
-        tv->tv_sec = ts.tv_sec;
-        tv->tv_usec = ts.tv_nsec / 1000;
-        return;
-    }
+    if (clock_gettime(AJ__CLOCK, &ts) == 0)
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 #endif
-    gettimeofday(tv, NULL);
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
-/* One tick of the clock, added to every deadline. */
-static const struct timeval *clock_tick(void)
+/* One tick of the clock in microseconds, added to every deadline. */
+static int64_t clock_tick(void)
 {
-    static struct timeval tick = { -1, 0 };
-    if (tick.tv_sec < 0) {
-        struct timeval t = { 0, 1 };
+    static int64_t tick = -1;
+    if (tick < 0) {
+        int64_t t = 1;
 #ifdef AJ__CLOCK
         struct timespec res;
         if (clock_getres(AJ__CLOCK, &res) == 0 && res.tv_sec == 0)
-            t.tv_usec = (res.tv_nsec + 999) / 1000;
+            t = (res.tv_nsec + 999) / 1000;
 #endif
         tick = t;   /* racing threads compute the same value */
     }
-    return &tick;
+    return tick;
+}
+
+/* tv in microseconds (a valid timeval: tv_usec below 1000000), at most
+ * about 70,000 years so that a deadline never overflows. */
+#define AJ__MAX_TIMEOUT_SEC ((int64_t)1 << 41)
+static int64_t tv_us(const struct timeval *tv)
+{
+    if ((int64_t)tv->tv_sec >= AJ__MAX_TIMEOUT_SEC)
+        return AJ__MAX_TIMEOUT_SEC * 1000000;
+    return (int64_t)tv->tv_sec * 1000000 + tv->tv_usec;
 }
 
 int aj__timeval_valid(const struct timeval *tv)
@@ -79,21 +94,18 @@ int aj__timeval_valid(const struct timeval *tv)
 void aj__timer_init(struct aj__timer *t, void (*fire)(struct aj__timer *))
 {
     aj__q_init(&t->link);
-    t->tq = NULL;
     t->fire = fire;
-    t->deadline.tv_sec = 0;
-    t->deadline.tv_usec = 0;
+    t->deadline = 0;
 }
 
-static void timerq_arm(struct aj__timerq *tq, const struct timeval *now)
+static void timerq_arm(struct aj__timerq *tq, int64_t now)
 {
     struct aj__timer *head = aj__q_data(tq->timers.next, struct aj__timer, link);
+    int64_t left = head->deadline > now ? head->deadline - now : 0;
     struct timeval rel;
 
-    if (evutil_timercmp(&head->deadline, now, >))
-        evutil_timersub(&head->deadline, now, &rel);
-    else
-        rel.tv_sec = rel.tv_usec = 0;
+    rel.tv_sec = (time_t)(left / 1000000);
+    rel.tv_usec = (suseconds_t)(left % 1000000);
     event_add(tq->ev, &rel);
 }
 
@@ -109,23 +121,21 @@ static void timerq_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct aj__timerq *tq = arg;
     aj_scheduler *s = tq->s;
-    struct timeval now;
+    int64_t now = monotonic_now();
     AJ__UNUSED(fd);
     AJ__UNUSED(what);
 
-    monotonic_now(&now);
     tq->firing = 1;
     while (!aj__q_empty(&tq->timers)) {
         struct aj__timer *t = aj__q_data(tq->timers.next, struct aj__timer, link);
-        if (evutil_timercmp(&t->deadline, &now, >))
+        if (t->deadline > now)
             break;
         aj__q_remove(&t->link);
-        t->tq = NULL;
         t->fire(t);   /* may start and stop timers, on this queue too */
     }
     tq->firing = 0;
     if (!aj__q_empty(&tq->timers))
-        timerq_arm(tq, &now);
+        timerq_arm(tq, now);
     else if (s->ntimerqs > AJ__TIMERQ_KEEP)
         timerq_free(tq);
 }
@@ -171,59 +181,68 @@ static struct aj__timerq *timerq_get(aj_scheduler *s, const struct timeval *dur)
     return tq;
 }
 
+/*
+ * Unlinks a running t.  When that empties its queue, returns the queue (the
+ * neighbours t leaves behind are then both the queue's list head), else
+ * NULL.
+ */
+static struct aj__timerq *timer_unlink(struct aj__timer *t)
+{
+    struct aj__q *prev = t->link.prev, *next = t->link.next;
+
+    aj__q_remove(&t->link);
+    return prev == next ? aj__q_data(prev, struct aj__timerq, timers) : NULL;
+}
+
+/* The head's timer stays armed (it re-arms lazily when it fires) unless the
+ * queue is now empty: then nothing may keep the loop alive. */
+static void timerq_emptied(struct aj__timerq *tq)
+{
+    event_del(tq->ev);
+    if (!tq->firing && tq->s->ntimerqs > AJ__TIMERQ_KEEP)
+        timerq_free(tq);
+}
+
 int aj__timer_start(aj_scheduler *s, struct aj__timer *t, const struct timeval *after)
 {
-    struct aj__timerq *tq;
-    struct timeval now;
+    struct aj__timerq *tq, *emptied = NULL;
+    int64_t now;
     int was_empty;
 
     /* The queue first: without memory, t keeps running as it was. */
     tq = timerq_get(s, after);
     if (!tq)
         return -1;
-    if (t->tq == tq) {              /* same queue: never free it here */
-        aj__q_remove(&t->link);
-        t->tq = NULL;
-    } else {
-        aj__timer_stop(t);
-    }
-    monotonic_now(&now);
-    evutil_timeradd(&now, after, &t->deadline);
-    evutil_timeradd(&t->deadline, clock_tick(), &t->deadline);
+    if (aj__timer_running(t))
+        emptied = timer_unlink(t);
+    if (emptied && emptied != tq)   /* never free the queue just picked */
+        timerq_emptied(emptied);
+    now = monotonic_now();
+    t->deadline = now + tv_us(after) + clock_tick();
     was_empty = aj__q_empty(&tq->timers);
     aj__q_insert_tail(&tq->timers, &t->link);
-    t->tq = tq;
     if (was_empty)
-        timerq_arm(tq, &now);
+        timerq_arm(tq, now);
     return 0;
 }
 
 void aj__timer_stop(struct aj__timer *t)
 {
-    struct aj__timerq *tq = t->tq;
+    struct aj__timerq *tq;
 
-    if (!tq)
+    if (!aj__timer_running(t))
         return;
-    aj__q_remove(&t->link);
-    t->tq = NULL;
-    /* The head's timer stays armed (it re-arms lazily when it fires) unless
-     * the queue is now empty: then nothing may keep the loop alive. */
-    if (aj__q_empty(&tq->timers)) {
-        event_del(tq->ev);
-        if (!tq->firing && tq->s->ntimerqs > AJ__TIMERQ_KEEP)
-            timerq_free(tq);
-    }
+    tq = timer_unlink(t);
+    if (tq)
+        timerq_emptied(tq);
 }
 
 void aj__timers_free(aj_scheduler *s)
 {
     while (!aj__q_empty(&s->timerqs)) {
         struct aj__timerq *tq = aj__q_data(s->timerqs.next, struct aj__timerq, link);
-        while (!aj__q_empty(&tq->timers)) {
-            struct aj__timer *t = aj__q_data(tq->timers.next, struct aj__timer, link);
-            aj__q_remove(&t->link);
-            t->tq = NULL;
-        }
+        while (!aj__q_empty(&tq->timers))
+            aj__q_remove(tq->timers.next);
         timerq_free(tq);
     }
 }

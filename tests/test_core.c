@@ -1473,6 +1473,51 @@ START_TEST(any_number_of_waiters_are_each_called_once)
 }
 END_TEST
 
+/* Waiters leave a job's list from anywhere when their own timeouts end:
+ * the rest keep their order and are each answered once. */
+START_TEST(waiters_timing_out_out_of_order_leave_the_rest_in_order)
+{
+    static const char *const tags[] = { "0", "1", "2", "3", "4", "5" };
+    struct tjob t;
+    struct wrec w[6];
+    struct timeval tv10 = { 0, 10000 }, tv40 = { 0, 40000 }, tv60 = { 0, 60000 };
+    struct timeval ctv = { 0, 5000 };
+    aj_job *job;
+    int i;
+    memset(&t, 0, sizeof t);
+    memset(w, 0, sizeof w);
+    for (i = 0; i < 6; i++)
+        w[i].tag = tags[i];
+    aj_scheduler_set_close_timeout(sched, &ctv);
+    t.ms = 200;                     /* ignores cancel: runs its 200 ms */
+    job = aj_job_ref(spawn_started(&tops_nocancel, &t));
+    trace[0] = '\0';
+    ck_assert_int_eq(aj_job_wait(job, NULL, wrec_cb, &w[0]), 0);
+    ck_assert_int_eq(aj_job_wait(job, &tv60, wrec_cb, &w[1]), 0);
+    ck_assert_int_eq(aj_job_wait(job, NULL, wrec_cb, &w[2]), 0);
+    ck_assert_int_eq(aj_job_wait(job, &tv10, wrec_cb, &w[3]), 0);
+    ck_assert_int_eq(aj_job_close(job, &tv40, wrec_cb, &w[4]), 0);
+    ck_assert_int_eq(aj_job_wait(job, NULL, wrec_cb, &w[5]), 0);
+    run();
+    /* 3 leaves from the middle (10 ms + the 5 ms close), the close from
+     * the tail (40 ms), 1 from the middle again (60 + 5 ms); then the job
+     * finishes and the rest are answered in call order. */
+    ck_assert_str_eq(trace, "w:3 w:4 w:1 w:0 w:2 w:5");
+    for (i = 0; i < 6; i++)
+        ck_assert_int_eq(w[i].calls, 1);
+    ck_assert_int_eq(w[1].error, ETIMEDOUT);
+    ck_assert_int_eq(w[3].error, ETIMEDOUT);
+    ck_assert_int_eq(w[4].error, ETIMEDOUT);
+    ck_assert_int_eq(w[0].error, 0);
+    ck_assert_int_eq(w[2].error, 0);
+    ck_assert_int_eq(w[5].error, 0);
+    ck_assert_int_eq(t.released, 0);
+    aj_job_unref(job);
+    run();
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
 START_TEST(a_job_is_closed_when_its_wait_or_close_callback_runs)
 {
     struct tjob t[2];
@@ -2870,6 +2915,7 @@ static Suite *core_suite(void)
     tcase_add_test(tc, close_gets_the_error_a_job_reports_from_inside_cancel);
     tcase_add_test(tc, job_done_on_a_job_that_has_not_started_is_ignored_and_logged);
     tcase_add_test(tc, any_number_of_waiters_are_each_called_once);
+    tcase_add_test(tc, waiters_timing_out_out_of_order_leave_the_rest_in_order);
     tcase_add_test(tc, a_job_is_closed_when_its_wait_or_close_callback_runs);
     tcase_add_test(tc, wait_on_a_pending_job_gets_its_outcome_once_it_ran);
     tcase_add_test(tc, a_wait_timeout_on_a_pending_job_discards_it_with_etimedout);

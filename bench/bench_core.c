@@ -21,11 +21,14 @@
  * machine noise that lasts longer than one pair cancels.
  *
  * Memory is measured first, each sample in a forked child (a fresh heap with
- * nothing freed in it yet, so the RSS delta is the real growth).
+ * nothing freed in it yet, so the RSS delta is the real growth).  The timed
+ * groups run in forked children too (run_isolated), so that no figure pays
+ * for the heap an unrelated workload left behind.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,6 +398,110 @@ static struct mem_sample sample_pending(size_t n, int managed)
 }
 
 /* ------------------------------------------------------------------ */
+/* Isolation: each group of paired workloads in a fresh child          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * One repetition's workloads, in groups whose members are compared with
+ * each other.  What a million allocations cost depends less on the code
+ * than on the heap they come from: measured in one process one after the
+ * other, a workload ran up to 1.6x slower or faster depending on what ran
+ * before it (fresh pages to fault in after glibc trimmed the heap, or a
+ * million scattered free chunks), on the raw libevent side as much as on
+ * libaj's, and a change to one workload's allocations moved the figures of
+ * the others.  So every figure is taken in the same steady state, the one
+ * of a long-running process:
+ *   - each group runs in a forked child of this small process;
+ *   - the child runs the group once untimed, so the heap has grown to the
+ *     group's size and its pages are mapped, then once timed;
+ *   - main() raises glibc's trim threshold, so free() keeps those pages.
+ * Inside a child both sides of each pair run back to back, in an order that
+ * alternates with the repetition.
+ */
+enum { G_ONCE, G_SPAWN, G_WAIT, G_LIMIT, G_CHAIN, G_ONCE_CHAIN, G_MANY, G_FEW, G_ONCE_MANY,
+       G_ONCE_FEW, G_CLOSE, G_NFIG };
+
+static void group_upfront(int rep, double *v)
+{
+    if (rep % 2 == 0) {
+        v[G_ONCE] = run_once_upfront(N, 1);
+        v[G_SPAWN] = run_spawn_upfront(N, 0, 0, 1);
+        v[G_WAIT] = run_spawn_upfront(N, 0, 1, 1);
+        v[G_LIMIT] = run_spawn_upfront(N, 100, 0, 1);
+    } else {
+        v[G_LIMIT] = run_spawn_upfront(N, 100, 0, 1);
+        v[G_WAIT] = run_spawn_upfront(N, 0, 1, 1);
+        v[G_SPAWN] = run_spawn_upfront(N, 0, 0, 1);
+        v[G_ONCE] = run_once_upfront(N, 1);
+    }
+}
+
+static void group_chain(int rep, double *v)
+{
+    if (rep % 2 == 0) {
+        v[G_CHAIN] = run_spawn_chain(N);
+        v[G_ONCE_CHAIN] = run_once_chain(N);
+    } else {
+        v[G_ONCE_CHAIN] = run_once_chain(N);
+        v[G_CHAIN] = run_spawn_chain(N);
+    }
+}
+
+/* Scale: N pending at once against SMALL at once (N/SMALL rounds), both
+ * under limit 100; the raw callback's own ratio for reference. */
+static void group_scale(int rep, double *v)
+{
+    if (rep % 2 == 0) {
+        v[G_MANY] = run_spawn_upfront(N, 100, 0, 1);
+        v[G_FEW] = run_spawn_upfront(N, 100, 0, N / SMALL);
+        v[G_ONCE_MANY] = run_once_upfront(N, 1);
+        v[G_ONCE_FEW] = run_once_upfront(N, N / SMALL);
+    } else {
+        v[G_ONCE_FEW] = run_once_upfront(N, N / SMALL);
+        v[G_ONCE_MANY] = run_once_upfront(N, 1);
+        v[G_FEW] = run_spawn_upfront(N, 100, 0, N / SMALL);
+        v[G_MANY] = run_spawn_upfront(N, 100, 0, 1);
+    }
+}
+
+static void group_close(int rep, double *v)
+{
+    (void)rep;
+    v[G_CLOSE] = run_close(N);
+}
+
+/* Runs group(rep, v) in a child and copies the v it filled into v. */
+static void run_isolated(void (*group)(int, double *), int rep, double *v)
+{
+    double cv[G_NFIG];
+    int fd[2], status;
+    pid_t pid;
+
+    if (pipe(fd) < 0)
+        die("pipe");
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0) {
+        close(fd[0]);
+        memcpy(cv, v, sizeof cv);
+        group(rep, cv);             /* warm-up: the heap grows, pages map */
+        group(rep, cv);
+        if (write(fd[1], cv, sizeof cv) != (ssize_t)sizeof cv)
+            _exit(1);
+        _exit(0);
+    }
+    close(fd[1]);
+    if (read(fd[0], cv, sizeof cv) != (ssize_t)sizeof cv)
+        die("timed run: child failed");
+    close(fd[0]);
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        die("timed run: child failed");
+    memcpy(v, cv, sizeof cv);
+}
+
+/* ------------------------------------------------------------------ */
 
 /*
  * --profile WORKLOAD: runs one workload REPS times and prints ns per job, so
@@ -434,8 +541,7 @@ int main(int argc, char **argv)
 {
     struct bench_opts o;
     double la[3];
-    enum { S, O, W, L, C, OC, BIG, SMALLB, OBIG, OSMALL, CLOSE, NFIG };
-    double v[NFIG][64];
+    double v[G_NFIG][64];
     double r_spawn[64], r_limit[64], r_wait[64], w_extra[64], r_chain[64], r_scale[64],
         r_oscale[64];
     double mem_aj[64], mem_aj_alloc[64], mem_once[64], mem_once_alloc[64];
@@ -449,6 +555,10 @@ int main(int argc, char **argv)
         REPS = 5;
     }
     judge = !o.quick;
+#ifdef M_TRIM_THRESHOLD
+    /* Freed memory stays mapped (see run_isolated), for both sides. */
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
     /* The numbers are for the production mode: no spawn stacks. */
     unsetenv("AJ_DEBUG");
     if (o.profile)
@@ -482,63 +592,40 @@ int main(int argc, char **argv)
     }
 
     for (rep = 0; rep < REPS; rep++) {
+        double g[G_NFIG];
+        int k;
         /* Up front: the raw callback, then spawn, spawn+wait, spawn under a
-         * limit; the order reverses every other repetition. */
-        if (rep % 2 == 0) {
-            v[O][rep] = run_once_upfront(N, 1);
-            v[S][rep] = run_spawn_upfront(N, 0, 0, 1);
-            v[W][rep] = run_spawn_upfront(N, 0, 1, 1);
-            v[L][rep] = run_spawn_upfront(N, 100, 0, 1);
-        } else {
-            v[L][rep] = run_spawn_upfront(N, 100, 0, 1);
-            v[W][rep] = run_spawn_upfront(N, 0, 1, 1);
-            v[S][rep] = run_spawn_upfront(N, 0, 0, 1);
-            v[O][rep] = run_once_upfront(N, 1);
-        }
-        r_spawn[rep] = v[S][rep] / v[O][rep];
-        r_limit[rep] = v[L][rep] / v[O][rep];
-        w_extra[rep] = v[W][rep] - v[S][rep];
-        r_wait[rep] = w_extra[rep] / v[O][rep];
+         * limit; then chains; then scale; then close -- each group in a
+         * fresh child (run_isolated). */
+        memset(g, 0, sizeof g);
+        run_isolated(group_upfront, rep, g);
+        run_isolated(group_chain, rep, g);
+        run_isolated(group_scale, rep, g);
+        run_isolated(group_close, rep, g);
+        for (k = 0; k < G_NFIG; k++)
+            v[k][rep] = g[k];
 
-        /* Chains. */
-        if (rep % 2 == 0) {
-            v[C][rep] = run_spawn_chain(N);
-            v[OC][rep] = run_once_chain(N);
-        } else {
-            v[OC][rep] = run_once_chain(N);
-            v[C][rep] = run_spawn_chain(N);
-        }
-        r_chain[rep] = v[C][rep] / v[OC][rep];
-
-        /* Scale: N pending at once against SMALL at once (N/SMALL rounds),
-         * both under limit 100; the raw callback's own ratio for reference. */
-        if (rep % 2 == 0) {
-            v[BIG][rep] = run_spawn_upfront(N, 100, 0, 1);
-            v[SMALLB][rep] = run_spawn_upfront(N, 100, 0, N / SMALL);
-            v[OBIG][rep] = run_once_upfront(N, 1);
-            v[OSMALL][rep] = run_once_upfront(N, N / SMALL);
-        } else {
-            v[OSMALL][rep] = run_once_upfront(N, N / SMALL);
-            v[OBIG][rep] = run_once_upfront(N, 1);
-            v[SMALLB][rep] = run_spawn_upfront(N, 100, 0, N / SMALL);
-            v[BIG][rep] = run_spawn_upfront(N, 100, 0, 1);
-        }
-        r_scale[rep] = v[BIG][rep] / v[SMALLB][rep];
-        r_oscale[rep] = v[OBIG][rep] / v[OSMALL][rep];
-
-        v[CLOSE][rep] = run_close(N);
-        fprintf(stderr, "  run %d/%d: spawn %.0f once %.0f ns, chain %.0f/%.0f ns\n", rep + 1,
-                REPS, v[S][rep], v[O][rep], v[C][rep], v[OC][rep]);
+        r_spawn[rep] = v[G_SPAWN][rep] / v[G_ONCE][rep];
+        r_limit[rep] = v[G_LIMIT][rep] / v[G_ONCE][rep];
+        w_extra[rep] = v[G_WAIT][rep] - v[G_SPAWN][rep];
+        r_wait[rep] = w_extra[rep] / v[G_ONCE][rep];
+        r_chain[rep] = v[G_CHAIN][rep] / v[G_ONCE_CHAIN][rep];
+        r_scale[rep] = v[G_MANY][rep] / v[G_FEW][rep];
+        r_oscale[rep] = v[G_ONCE_MANY][rep] / v[G_ONCE_FEW][rep];
+        fprintf(stderr, "  run %d/%d: spawn %.0f once %.0f wait +%.0f ns, chain %.0f/%.0f ns, "
+                "scale %.0f/%.0f ns\n", rep + 1, REPS, v[G_SPAWN][rep], v[G_ONCE][rep],
+                w_extra[rep], v[G_CHAIN][rep], v[G_ONCE_CHAIN][rep], v[G_MANY][rep],
+                v[G_FEW][rep]);
     }
 
     bench_section("Spawn -> start -> done -> release, against event_base_once (ns per job)");
-    bench_figure("spawn_ns", bench_median(v[S], REPS), "ns", 0, judge);
-    bench_figure("once_ns", bench_median(v[O], REPS), "ns", 0, judge);
+    bench_figure("spawn_ns", bench_median(v[G_SPAWN], REPS), "ns", 0, judge);
+    bench_figure("once_ns", bench_median(v[G_ONCE], REPS), "ns", 0, judge);
     bench_figure("spawn_ratio", bench_median(r_spawn, REPS), "x", 1.0, judge);
-    bench_figure("chain_ns", bench_median(v[C], REPS), "ns", 0, judge);
-    bench_figure("once_chain_ns", bench_median(v[OC], REPS), "ns", 0, judge);
+    bench_figure("chain_ns", bench_median(v[G_CHAIN], REPS), "ns", 0, judge);
+    bench_figure("once_chain_ns", bench_median(v[G_ONCE_CHAIN], REPS), "ns", 0, judge);
     bench_figure("chain_ratio", bench_median(r_chain, REPS), "x", 1.0, judge);
-    bench_figure("spawn_limit_ns", bench_median(v[L], REPS), "ns", 0, judge);
+    bench_figure("spawn_limit_ns", bench_median(v[G_LIMIT], REPS), "ns", 0, judge);
     bench_figure("spawn_limit_ratio", bench_median(r_limit, REPS), "x", 1.3, judge);
 
     bench_section("aj_job_wait on every job, on top of spawn");
@@ -552,9 +639,11 @@ int main(int argc, char **argv)
     bench_figure("once_pending_alloc_bytes", bench_median(mem_once_alloc, REPS), "B", 0, judge);
 
     bench_section("Scale: per-job cost with many pending / with 1,000 pending");
+    bench_figure("scale_many_ns", bench_median(v[G_MANY], REPS), "ns", 0, judge);
+    bench_figure("scale_few_ns", bench_median(v[G_FEW], REPS), "ns", 0, judge);
     bench_figure("scale_ratio", bench_median(r_scale, REPS), "x", 1.2, judge);
     bench_figure("once_scale_ratio", bench_median(r_oscale, REPS), "x", 0, judge);
-    bench_figure("close_1m_ms", bench_median(v[CLOSE], REPS), "ms", 0, judge);
+    bench_figure("close_1m_ms", bench_median(v[G_CLOSE], REPS), "ms", 0, judge);
 
     bench_loadavg(la);
     printf("\nload average after: %.2f %.2f %.2f\n", la[0], la[1], la[2]);

@@ -122,6 +122,9 @@ enum aj__job_state {
 #define AJ__JOB_DISCARDED    0x04u  /* finished without ever starting */
 #define AJ__JOB_CANCEL_OWED  0x08u  /* cancel() must be called from the loop */
 #define AJ__JOB_UNANNOUNCED  0x10u  /* admitted by spawn_async, cb not run yet */
+#define AJ__JOB_WSLOT        0x20u  /* allocated with room for one waiter */
+#define AJ__JOB_WSLOT_BUSY   0x40u  /* a waiter lives in that room */
+#define AJ__JOB_WSLOT_USED   0x80u  /* one ever did */
 
 struct aj__waiter;
 struct aj__job_ext;
@@ -140,6 +143,7 @@ struct aj_job {
     struct aj__waiter *waiters;     /* circular list, the last waiter */
     uint64_t seq;                   /* spawn number, for "job-N" */
     uint32_t refs;
+    /* With AJ__JOB_WSLOT, room for one struct aj__waiter follows (job.c). */
 };
 
 /* Extras most jobs never need: one allocation when first needed. */
@@ -247,6 +251,7 @@ struct aj_scheduler {
     uint8_t debug;
     uint8_t runq_scheduled;         /* runq_ev is active or armed */
     uint8_t freeing;
+    uint8_t wait_hint;              /* > 0: new jobs get a waiter slot (job.c) */
     uint8_t phase;                  /* enum aj__phase */
 
     struct aj__call close_done;     /* AJ__CALL_CLOSE_DONE */

@@ -1518,6 +1518,46 @@ START_TEST(waiters_timing_out_out_of_order_leave_the_rest_in_order)
 }
 END_TEST
 
+/* Once a scheduler's jobs are waited on, new jobs come with room for their
+ * first waiter (one allocation instead of two); a second waiter is
+ * allocated on its own.  Nothing leaks either way. */
+START_TEST(jobs_of_a_waited_on_scheduler_carry_their_first_waiter)
+{
+    struct tjob t[2];
+    struct wrec w[3];
+    aj_job *j0, *j1;
+    long live;
+    memset(t, 0, sizeof t);
+    memset(w, 0, sizeof w);
+    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+    mem_reset(0);
+    t[0].ms = 1;
+    t[1].ms = 1;
+    j0 = aj_spawn(sched, &tops, &t[0]);
+    live = mem_live;
+    ck_assert_int_eq(aj_job_wait(j0, NULL, wrec_cb, &w[0]), 0);
+    ck_assert_int_eq(mem_live, live + 2);   /* a waiter of its own, and the
+                                             * wait timeout's timer queue */
+    j1 = aj_spawn(sched, &tops, &t[1]);
+    live = mem_live;
+    mem_refuse_all = 1;
+    ck_assert_int_eq(aj_job_wait(j1, NULL, wrec_cb, &w[1]), 0);    /* in the job */
+    errno = 0;
+    ck_assert_int_eq(aj_job_wait(j1, NULL, wrec_cb, &w[2]), -1);   /* needs memory */
+    ck_assert_int_eq(errno, ENOMEM);
+    mem_refuse_all = 0;
+    ck_assert_int_eq(mem_live, live);
+    ck_assert_int_eq(aj_job_wait(j1, NULL, wrec_cb, &w[2]), 0);
+    run();
+    ck_assert_int_eq(w[0].calls + w[1].calls + w[2].calls, 3);
+    ck_assert_int_eq(w[1].error, 0);
+    ck_assert_int_eq(w[2].error, 0);
+    ck_assert_int_eq(t[0].released + t[1].released, 2);
+    /* Only the timer queue is left, kept for reuse until the free. */
+    ck_assert_int_eq(mem_live, 1);
+}
+END_TEST
+
 START_TEST(a_job_is_closed_when_its_wait_or_close_callback_runs)
 {
     struct tjob t[2];
@@ -2916,6 +2956,7 @@ static Suite *core_suite(void)
     tcase_add_test(tc, job_done_on_a_job_that_has_not_started_is_ignored_and_logged);
     tcase_add_test(tc, any_number_of_waiters_are_each_called_once);
     tcase_add_test(tc, waiters_timing_out_out_of_order_leave_the_rest_in_order);
+    tcase_add_test(tc, jobs_of_a_waited_on_scheduler_carry_their_first_waiter);
     tcase_add_test(tc, a_job_is_closed_when_its_wait_or_close_callback_runs);
     tcase_add_test(tc, wait_on_a_pending_job_gets_its_outcome_once_it_ran);
     tcase_add_test(tc, a_wait_timeout_on_a_pending_job_discards_it_with_etimedout);

@@ -97,6 +97,8 @@ struct bench_opts {
     int quick;                 /* --quick or env BENCH_QUICK (not "" or "0") */
     const char *out;           /* --out FILE: append `key value` lines */
     const char *profile;       /* --profile WORKLOAD: run only that, for perf */
+    int alone;                 /* --alone: bench_core times each workload in
+                                * a child of its own, not each group */
 };
 
 static inline void bench_parse_opts(struct bench_opts *o, int argc, char **argv)
@@ -107,6 +109,7 @@ static inline void bench_parse_opts(struct bench_opts *o, int argc, char **argv)
     o->quick = env && *env && strcmp(env, "0") != 0;
     o->out = NULL;
     o->profile = NULL;
+    o->alone = 0;
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             o->quick = 1;
@@ -114,8 +117,11 @@ static inline void bench_parse_opts(struct bench_opts *o, int argc, char **argv)
             o->out = argv[++i];
         } else if (strcmp(argv[i], "--profile") == 0 && i + 1 < argc) {
             o->profile = argv[++i];
+        } else if (strcmp(argv[i], "--alone") == 0) {
+            o->alone = 1;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--out results.txt] [--profile WORKLOAD]\n",
+            fprintf(stderr,
+                    "usage: %s [--quick] [--out results.txt] [--profile WORKLOAD] [--alone]\n",
                     argv[0]);
             exit(2);
         }

@@ -22,7 +22,7 @@
  *
  * Memory is measured first, each sample in a forked child (a fresh heap with
  * nothing freed in it yet, so the RSS delta is the real growth).  The timed
- * groups run in forked children too (run_isolated), so that no figure pays
+ * groups run in forked children too (measure_group), so that no figure pays
  * for the heap an unrelated workload left behind.
  */
 #include "config.h"
@@ -402,76 +402,66 @@ static struct mem_sample sample_pending(size_t n, int managed)
 /* ------------------------------------------------------------------ */
 
 /*
- * One repetition's workloads, in groups whose members are compared with
- * each other.  What a million allocations cost depends less on the code
- * than on the heap they come from: measured in one process one after the
- * other, a workload ran up to 1.6x slower or faster depending on what ran
- * before it (fresh pages to fault in after glibc trimmed the heap, or a
- * million scattered free chunks), on the raw libevent side as much as on
- * libaj's, and a change to one workload's allocations moved the figures of
- * the others.  So every figure is taken in the same steady state, the one
- * of a long-running process:
- *   - each group runs in a forked child of this small process;
- *   - the child runs the group once untimed, so the heap has grown to the
+ * What a million allocations cost depends less on the code than on the
+ * heap they come from.  Measured in one process one after the other, a
+ * workload ran up to 1.6x slower or faster depending on what ran before it
+ * (fresh pages to fault in after glibc trimmed the heap, or a million
+ * scattered free chunks of another size), on the raw libevent side as much
+ * as on libaj's, and a change to one workload's allocations moved the
+ * figures of the others.  So figures are taken in the steady state of a
+ * long-running process:
+ *   - each group of workloads compared with each other (the up-front ones,
+ *     the chains, the scale runs, the close) runs in a forked child of this
+ *     small process, so that no group pays for the heap another one left;
+ *   - the child runs its group once untimed, so the heap has grown to the
  *     group's size and its pages are mapped, then once timed;
  *   - main() raises glibc's trim threshold, so free() keeps those pages.
  * Inside a child both sides of each pair run back to back, in an order that
- * alternates with the repetition.
+ * alternates with the repetition, so machine noise that lasts longer than a
+ * pair cancels.  The members of a group still shape each other's heap (the
+ * raw callbacks reuse the chunks the jobs freed, and the other way round).
+ * --alone takes that away too: each workload in a child of its own, warmed
+ * up by itself -- not the default, as the two sides of a ratio then no
+ * longer share a process.
  */
 enum { G_ONCE, G_SPAWN, G_WAIT, G_LIMIT, G_CHAIN, G_ONCE_CHAIN, G_MANY, G_FEW, G_ONCE_MANY,
        G_ONCE_FEW, G_CLOSE, G_NFIG };
 
-static void group_upfront(int rep, double *v)
+/* Workload w once: ns per job (close: ms for all N). */
+static double run_workload(int w)
 {
-    if (rep % 2 == 0) {
-        v[G_ONCE] = run_once_upfront(N, 1);
-        v[G_SPAWN] = run_spawn_upfront(N, 0, 0, 1);
-        v[G_WAIT] = run_spawn_upfront(N, 0, 1, 1);
-        v[G_LIMIT] = run_spawn_upfront(N, 100, 0, 1);
-    } else {
-        v[G_LIMIT] = run_spawn_upfront(N, 100, 0, 1);
-        v[G_WAIT] = run_spawn_upfront(N, 0, 1, 1);
-        v[G_SPAWN] = run_spawn_upfront(N, 0, 0, 1);
-        v[G_ONCE] = run_once_upfront(N, 1);
+    switch (w) {
+    case G_ONCE: return run_once_upfront(N, 1);
+    case G_SPAWN: return run_spawn_upfront(N, 0, 0, 1);
+    case G_WAIT: return run_spawn_upfront(N, 0, 1, 1);
+    case G_LIMIT: return run_spawn_upfront(N, 100, 0, 1);
+    case G_CHAIN: return run_spawn_chain(N);
+    case G_ONCE_CHAIN: return run_once_chain(N);
+    /* Scale: N pending at once against SMALL at once (N/SMALL rounds), both
+     * under limit 100; the raw callback's own ratio for reference. */
+    case G_MANY: return run_spawn_upfront(N, 100, 0, 1);
+    case G_FEW: return run_spawn_upfront(N, 100, 0, N / SMALL);
+    case G_ONCE_MANY: return run_once_upfront(N, 1);
+    case G_ONCE_FEW: return run_once_upfront(N, N / SMALL);
+    case G_CLOSE: return run_close(N);
+    }
+    return 0;
+}
+
+/* The workloads ws[0..nw) into v[w], in order, or in reverse order on odd
+ * repetitions. */
+static void run_group(const int *ws, int nw, int rep, double *v)
+{
+    int i;
+    for (i = 0; i < nw; i++) {
+        int w = ws[rep % 2 == 0 ? i : nw - 1 - i];
+        v[w] = run_workload(w);
     }
 }
 
-static void group_chain(int rep, double *v)
-{
-    if (rep % 2 == 0) {
-        v[G_CHAIN] = run_spawn_chain(N);
-        v[G_ONCE_CHAIN] = run_once_chain(N);
-    } else {
-        v[G_ONCE_CHAIN] = run_once_chain(N);
-        v[G_CHAIN] = run_spawn_chain(N);
-    }
-}
-
-/* Scale: N pending at once against SMALL at once (N/SMALL rounds), both
- * under limit 100; the raw callback's own ratio for reference. */
-static void group_scale(int rep, double *v)
-{
-    if (rep % 2 == 0) {
-        v[G_MANY] = run_spawn_upfront(N, 100, 0, 1);
-        v[G_FEW] = run_spawn_upfront(N, 100, 0, N / SMALL);
-        v[G_ONCE_MANY] = run_once_upfront(N, 1);
-        v[G_ONCE_FEW] = run_once_upfront(N, N / SMALL);
-    } else {
-        v[G_ONCE_FEW] = run_once_upfront(N, N / SMALL);
-        v[G_ONCE_MANY] = run_once_upfront(N, 1);
-        v[G_FEW] = run_spawn_upfront(N, 100, 0, N / SMALL);
-        v[G_MANY] = run_spawn_upfront(N, 100, 0, 1);
-    }
-}
-
-static void group_close(int rep, double *v)
-{
-    (void)rep;
-    v[G_CLOSE] = run_close(N);
-}
-
-/* Runs group(rep, v) in a child and copies the v it filled into v. */
-static void run_isolated(void (*group)(int, double *), int rep, double *v)
+/* run_group in a fresh child, once to warm up and once timed; the timed
+ * figures land in v[w]. */
+static void measure_group(const int *ws, int nw, int rep, double *v)
 {
     double cv[G_NFIG];
     int fd[2], status;
@@ -486,8 +476,8 @@ static void run_isolated(void (*group)(int, double *), int rep, double *v)
     if (pid == 0) {
         close(fd[0]);
         memcpy(cv, v, sizeof cv);
-        group(rep, cv);             /* warm-up: the heap grows, pages map */
-        group(rep, cv);
+        run_group(ws, nw, rep, cv);     /* warm-up: the heap grows, pages map */
+        run_group(ws, nw, rep, cv);
         if (write(fd[1], cv, sizeof cv) != (ssize_t)sizeof cv)
             _exit(1);
         _exit(0);
@@ -501,6 +491,31 @@ static void run_isolated(void (*group)(int, double *), int rep, double *v)
     memcpy(v, cv, sizeof cv);
 }
 
+/* One repetition: the groups in turn, or with `alone` every workload as a
+ * group of its own (in the same alternating order). */
+static void measure_rep(int rep, int alone, double *v)
+{
+    static const int upfront[] = { G_ONCE, G_SPAWN, G_WAIT, G_LIMIT };
+    static const int chain[] = { G_CHAIN, G_ONCE_CHAIN };
+    static const int scale[] = { G_MANY, G_FEW, G_ONCE_MANY, G_ONCE_FEW };
+    static const int close1[] = { G_CLOSE };
+    static const struct { const int *ws; int nw; } groups[] = {
+        { upfront, 4 }, { chain, 2 }, { scale, 4 }, { close1, 1 },
+    };
+    int g, i;
+
+    for (g = 0; g < 4; g++) {
+        if (!alone) {
+            measure_group(groups[g].ws, groups[g].nw, rep, v);
+            continue;
+        }
+        for (i = 0; i < groups[g].nw; i++) {
+            int k = rep % 2 == 0 ? i : groups[g].nw - 1 - i;
+            measure_group(&groups[g].ws[k], 1, rep, v);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ */
 
 /*
@@ -511,27 +526,22 @@ static void run_isolated(void (*group)(int, double *), int rep, double *v)
  */
 static int profile(const char *what)
 {
-    static const char *const names[] = { "once", "spawn", "wait", "limit", "chain",
-                                         "once_chain", "close" };
+    static const struct { const char *name; int w; } names[] = {
+        { "once", G_ONCE }, { "spawn", G_SPAWN }, { "wait", G_WAIT }, { "limit", G_LIMIT },
+        { "chain", G_CHAIN }, { "once_chain", G_ONCE_CHAIN }, { "close", G_CLOSE },
+    };
     int rep, k, nnames = (int)(sizeof names / sizeof names[0]);
 
-    for (k = 0; k < nnames && strcmp(what, names[k]) != 0; k++)
+    for (k = 0; k < nnames && strcmp(what, names[k].name) != 0; k++)
         ;
     if (k == nnames) {
         fprintf(stderr, "bench_core: --profile once|spawn|wait|limit|chain|once_chain|close\n");
         return 2;
     }
     for (rep = 0; rep < REPS; rep++) {
-        double x = 0;
-        switch (k) {
-        case 0: x = run_once_upfront(N, 1); break;
-        case 1: x = run_spawn_upfront(N, 0, 0, 1); break;
-        case 2: x = run_spawn_upfront(N, 0, 1, 1); break;
-        case 3: x = run_spawn_upfront(N, 100, 0, 1); break;
-        case 4: x = run_spawn_chain(N); break;
-        case 5: x = run_once_chain(N); break;
-        case 6: x = run_close(N) * 1e6 / (double)N; break;
-        }
+        double x = run_workload(names[k].w);
+        if (names[k].w == G_CLOSE)
+            x = x * 1e6 / (double)N;
         printf("%s: %.1f ns per job\n", what, x);
     }
     return 0;
@@ -556,7 +566,7 @@ int main(int argc, char **argv)
     }
     judge = !o.quick;
 #ifdef M_TRIM_THRESHOLD
-    /* Freed memory stays mapped (see run_isolated), for both sides. */
+    /* Freed memory stays mapped (see measure_group), for both sides. */
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
     /* The numbers are for the production mode: no spawn stacks. */
@@ -567,8 +577,11 @@ int main(int argc, char **argv)
     bench_loadavg(la);
     bench_record("core_loadavg_before", la[0]);
 
-    printf("libaj core benchmarks: %zu jobs per run, median of %d runs%s\n", N, REPS,
+    printf("libaj core benchmarks: %zu jobs per run, median of %d runs, %s%s\n", N, REPS,
+           o.alone ? "each workload in a child of its own (--alone)"
+                   : "each group of paired workloads in a child of its own",
            o.quick ? " (QUICK mode: counts too small to judge)" : "");
+    bench_record("core_alone", o.alone);
     printf("libevent %s, backend %s, load average %.2f %.2f %.2f\n", event_get_version(),
            event_base_get_method(chain_base = new_base()), la[0], la[1], la[2]);
     event_base_free(chain_base);
@@ -594,14 +607,8 @@ int main(int argc, char **argv)
     for (rep = 0; rep < REPS; rep++) {
         double g[G_NFIG];
         int k;
-        /* Up front: the raw callback, then spawn, spawn+wait, spawn under a
-         * limit; then chains; then scale; then close -- each group in a
-         * fresh child (run_isolated). */
         memset(g, 0, sizeof g);
-        run_isolated(group_upfront, rep, g);
-        run_isolated(group_chain, rep, g);
-        run_isolated(group_scale, rep, g);
-        run_isolated(group_close, rep, g);
+        measure_rep(rep, o.alone, g);
         for (k = 0; k < G_NFIG; k++)
             v[k][rep] = g[k];
 

@@ -489,10 +489,20 @@ static void job_report(aj_scheduler *s, aj_job *job)
 /* Runs whatever the loop owes the job, by its state. */
 void aj__job_run(aj_scheduler *s, aj_job *job)
 {
+    int *dead = s->dead;            /* runq_cb's: set if start() frees s */
+
     switch (aj__job_state(job)) {
     case AJ__JOB_STARTING:
         job_start(s, job);
-        return;
+        /* A job that finished inside its own start() is reported now,
+         * from the loop as always, rather than behind every call queued
+         * meanwhile: the job is still in cache, where a million queued
+         * starts later it would be fetched from memory again. */
+        if ((dead && *dead) || aj__job_state(job) != AJ__JOB_FINISHING || !job->call.queued)
+            return;
+        aj__runq_remove(s, &job->call);
+        job_report(s, job);
+        break;
     case AJ__JOB_CLOSING:
         if (job->call.flags & AJ__JOB_CANCEL_OWED)
             aj__job_cancel_now(job);

@@ -5,7 +5,10 @@
  * aj__call to the scheduler's run queue.  One libevent event per scheduler
  * drains the queue from the loop, in FIFO order, so callbacks run in the
  * order their causes happened (an aj_spawn_async callback before its job's
- * start, a job's reports before the close that waited for it).
+ * start, a job's reports before the close that waited for it).  One
+ * exception, for speed: a job that finishes inside its own start() is
+ * reported as soon as start() returns (aj__job_run), ahead of calls queued
+ * meanwhile -- still from the loop, never inside aj_job_done.
  *
  * The first push activates the event (it runs in the current pass of the
  * loop, like event_active).  A drain runs at most AJ__RUNQ_BUDGET calls and

@@ -1558,6 +1558,31 @@ START_TEST(jobs_of_a_waited_on_scheduler_carry_their_first_waiter)
 }
 END_TEST
 
+/* A job that finishes inside its own start is reported right after start
+ * returns (from the loop, never inside aj_job_done), before the starts that
+ * were queued meanwhile: its memory is still in cache then. */
+START_TEST(a_job_done_inside_start_is_reported_before_later_queued_starts)
+{
+    struct tjob t[2];
+    struct wrec w[2];
+    aj_job *j[2];
+    int i;
+    memset(t, 0, sizeof t);
+    memset(w, 0, sizeof w);
+    t[0].tag = "a";
+    t[1].tag = "b";
+    w[0].tag = "a";
+    w[1].tag = "b";
+    trace[0] = '\0';
+    for (i = 0; i < 2; i++) {
+        j[i] = aj_spawn(sched, &tops, &t[i]);       /* ms 0: done inside start */
+        ck_assert_int_eq(aj_job_wait(j[i], NULL, wrec_cb, &w[i]), 0);
+    }
+    run();
+    ck_assert_str_eq(trace, "start:a w:a rel:a start:b w:b rel:b");
+}
+END_TEST
+
 START_TEST(a_job_is_closed_when_its_wait_or_close_callback_runs)
 {
     struct tjob t[2];
@@ -2957,6 +2982,7 @@ static Suite *core_suite(void)
     tcase_add_test(tc, any_number_of_waiters_are_each_called_once);
     tcase_add_test(tc, waiters_timing_out_out_of_order_leave_the_rest_in_order);
     tcase_add_test(tc, jobs_of_a_waited_on_scheduler_carry_their_first_waiter);
+    tcase_add_test(tc, a_job_done_inside_start_is_reported_before_later_queued_starts);
     tcase_add_test(tc, a_job_is_closed_when_its_wait_or_close_callback_runs);
     tcase_add_test(tc, wait_on_a_pending_job_gets_its_outcome_once_it_ran);
     tcase_add_test(tc, a_wait_timeout_on_a_pending_job_discards_it_with_etimedout);

@@ -327,6 +327,38 @@ static void *ev_count_realloc(void *p, size_t sz)
     return realloc(p, sz);
 }
 
+/*
+ * Runs fn(arg) in a forked child of this process, which sends back the
+ * `len` bytes at `res` that fn filled; dies if the child fails.  Each sample
+ * so starts from this small process's heap, not from what the previous one
+ * left behind.
+ */
+static void run_in_child(void (*fn)(void *), void *arg, void *res, size_t len)
+{
+    int fd[2], status;
+    pid_t pid;
+
+    if (pipe(fd) < 0)
+        die("pipe");
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0) {
+        close(fd[0]);
+        fn(arg);
+        if (write(fd[1], res, len) != (ssize_t)len)
+            _exit(1);
+        _exit(0);
+    }
+    close(fd[1]);
+    if (read(fd[0], res, len) != (ssize_t)len)
+        die("child failed");
+    close(fd[0]);
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        die("child failed");
+}
+
 struct mem_sample {
     double rss_per;            /* RSS delta / n */
     double alloc_per;          /* bytes requested from the hooked allocator / n */
@@ -369,32 +401,25 @@ static struct mem_sample measure_pending(size_t n, int managed)
     return m;   /* the child exits without freeing: the OS takes it all */
 }
 
+struct pending_arg {
+    size_t n;
+    int managed;
+    struct mem_sample m;
+};
+
+static void pending_in_child(void *arg)
+{
+    struct pending_arg *a = arg;
+    a->m = measure_pending(a->n, a->managed);
+}
+
 static struct mem_sample sample_pending(size_t n, int managed)
 {
-    struct mem_sample m;
-    int fd[2], status;
-    pid_t pid;
-
-    if (pipe(fd) < 0)
-        die("pipe");
-    fflush(NULL);
-    pid = fork();
-    if (pid < 0)
-        die("fork");
-    if (pid == 0) {
-        close(fd[0]);
-        m = measure_pending(n, managed);
-        if (write(fd[1], &m, sizeof m) != (ssize_t)sizeof m)
-            _exit(1);
-        _exit(0);
-    }
-    close(fd[1]);
-    if (read(fd[0], &m, sizeof m) != (ssize_t)sizeof m)
-        die("memory sample: child failed");
-    close(fd[0]);
-    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        die("memory sample: child failed");
-    return m;
+    struct pending_arg a;
+    a.n = n;
+    a.managed = managed;
+    run_in_child(pending_in_child, &a, &a.m, sizeof a.m);
+    return a.m;
 }
 
 /* ------------------------------------------------------------------ */
@@ -459,36 +484,30 @@ static void run_group(const int *ws, int nw, int rep, double *v)
     }
 }
 
+struct group_arg {
+    const int *ws;
+    int nw, rep;
+    double v[G_NFIG];
+};
+
+static void group_in_child(void *arg)
+{
+    struct group_arg *a = arg;
+    run_group(a->ws, a->nw, a->rep, a->v);      /* warm-up: the heap grows, pages map */
+    run_group(a->ws, a->nw, a->rep, a->v);
+}
+
 /* run_group in a fresh child, once to warm up and once timed; the timed
  * figures land in v[w]. */
 static void measure_group(const int *ws, int nw, int rep, double *v)
 {
-    double cv[G_NFIG];
-    int fd[2], status;
-    pid_t pid;
-
-    if (pipe(fd) < 0)
-        die("pipe");
-    fflush(NULL);
-    pid = fork();
-    if (pid < 0)
-        die("fork");
-    if (pid == 0) {
-        close(fd[0]);
-        memcpy(cv, v, sizeof cv);
-        run_group(ws, nw, rep, cv);     /* warm-up: the heap grows, pages map */
-        run_group(ws, nw, rep, cv);
-        if (write(fd[1], cv, sizeof cv) != (ssize_t)sizeof cv)
-            _exit(1);
-        _exit(0);
-    }
-    close(fd[1]);
-    if (read(fd[0], cv, sizeof cv) != (ssize_t)sizeof cv)
-        die("timed run: child failed");
-    close(fd[0]);
-    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        die("timed run: child failed");
-    memcpy(v, cv, sizeof cv);
+    struct group_arg a;
+    a.ws = ws;
+    a.nw = nw;
+    a.rep = rep;
+    memcpy(a.v, v, sizeof a.v);
+    run_in_child(group_in_child, &a, a.v, sizeof a.v);
+    memcpy(v, a.v, sizeof a.v);
 }
 
 /* One repetition: the groups in turn, or with `alone` every workload as a

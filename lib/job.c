@@ -498,7 +498,7 @@ void aj__job_run(aj_scheduler *s, aj_job *job)
          * from the loop as always, rather than behind every call queued
          * meanwhile: the job is still in cache, where a million queued
          * starts later it would be fetched from memory again. */
-        if ((dead && *dead) || aj__job_state(job) != AJ__JOB_FINISHING || !job->call.queued)
+        if ((dead && *dead) || aj__job_state(job) != AJ__JOB_FINISHING)
             return;
         aj__runq_remove(s, &job->call);
         job_report(s, job);

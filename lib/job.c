@@ -19,28 +19,42 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Waiters: aj_job_wait and aj_job_close records, in call order. */
+/*
+ * Waiters: aj_job_wait and aj_job_close records, in call order.
+ *
+ * One per aj_job_wait, so it is kept to 64 bytes: one cache line, and a
+ * job with a waiter slot (below) stays within 168 bytes.  Its kind is not
+ * stored: it is which function its timer fires (waiter_kind), one per kind
+ * because each kind's timeout means something else.  The list is singly
+ * linked: callers are answered from its head, and a waiter leaves from
+ * elsewhere only when its own timeout fires, which scans from the head --
+ * the timeouts of one duration fire in call order, so that scan stops at
+ * once in practice.
+ */
 enum aj__waiter_kind {
     AJ__WAIT,              /* aj_job_wait: gets the outcome */
     AJ__WAIT_EXPIRED,      /* its timeout passed: the job is being closed */
     AJ__CLOSE              /* aj_job_close: gets the close outcome */
 };
 
-/*
- * One per aj_job_wait, so it is kept to 72 bytes (an 80-byte malloc chunk).
- * The list is singly linked: callers are answered from its head, and a
- * waiter leaves from elsewhere only when its own timeout fires, which scans
- * from the head -- the timeouts of one duration fire in call order, so that
- * scan stops at once in practice.
- */
 struct aj__waiter {
     struct aj__waiter *next;         /* circular; job->waiters is the last */
-    struct aj__timer timer;
+    struct aj__timer timer;          /* its fire function tells the kind */
     aj_job *job;
     aj_job_cb cb;                    /* may be NULL for a close */
     void *cbarg;
-    int kind;
 };
+
+static void wait_timer_fire(struct aj__timer *t);
+static void expired_timer_fire(struct aj__timer *t);
+static void close_timer_fire(struct aj__timer *t);
+
+static inline enum aj__waiter_kind waiter_kind(const struct aj__waiter *w)
+{
+    if (w->timer.fire == wait_timer_fire)
+        return AJ__WAIT;
+    return w->timer.fire == expired_timer_fire ? AJ__WAIT_EXPIRED : AJ__CLOSE;
+}
 
 static inline struct aj__waiter *waiter_first(const aj_job *job)
 {
@@ -337,7 +351,7 @@ static void waiter_link(aj_job *job, struct aj__waiter *w)
 /* What waiter w receives from a job that finished with `error`. */
 static int waiter_value(const struct aj__waiter *w, int error)
 {
-    switch (w->kind) {
+    switch (waiter_kind(w)) {
     case AJ__WAIT_EXPIRED:
         return ETIMEDOUT;
     case AJ__CLOSE:
@@ -382,15 +396,14 @@ void aj__job_deliver_waiters(aj_job *job, int forced_error)
         int err = forced_error ? forced_error : waiter_value(w, job->call.error);
         /* A wait that timed out has no result, even if the job then
          * finished with one during the close the timeout started. */
-        int no_result = forced_error || w->kind == AJ__WAIT_EXPIRED;
+        int no_result = forced_error || waiter_kind(w) == AJ__WAIT_EXPIRED;
         waiter_call(w, err, no_result ? NULL : job->result);
     }
     job->refs--;
 }
 
-static void waiter_timer_fire(struct aj__timer *t);
-
-static struct aj__waiter *waiter_new(aj_job *job, int kind, aj_job_cb cb, void *cbarg)
+static struct aj__waiter *waiter_new(aj_job *job, enum aj__waiter_kind kind, aj_job_cb cb,
+                                     void *cbarg)
 {
     struct aj__waiter *w;
     uint8_t f = job->call.flags;
@@ -410,11 +423,10 @@ static struct aj__waiter *waiter_new(aj_job *job, int kind, aj_job_cb cb, void *
             return NULL;
     }
     w->next = w;
-    aj__timer_init(&w->timer, waiter_timer_fire);
+    aj__timer_init(&w->timer, kind == AJ__WAIT ? wait_timer_fire : close_timer_fire);
     w->job = job;
     w->cb = cb;
     w->cbarg = cbarg;
-    w->kind = kind;
     return w;
 }
 
@@ -442,30 +454,56 @@ static void job_maybe_release(aj_job *job, int from_loop)
     }
 }
 
-static void waiter_timer_fire(struct aj__timer *t)
+/* A close's timeout passed with the job still running: the waiter gets
+ * ETIMEDOUT now and the job goes on without it. */
+static void waiter_gave_up(struct aj__waiter *w)
 {
-    struct aj__waiter *w = aj__q_data(t, struct aj__waiter, timer);
     aj_job *job = w->job;
-    aj_scheduler *s = job->owner.sched;
 
-    if (w->kind == AJ__WAIT && aj__job_counted(job)) {
-        /* aiojobs: a wait that times out closes the job; the waiter gets
-         * ETIMEDOUT once that close ended (job finished or close timeout). */
-        const struct timeval *ctv = aj__sched_close_tv(s);
-        w->kind = AJ__WAIT_EXPIRED;
-        aj__job_close(job);
-        if (!aj__job_counted(job) || !ctv)
-            return;                 /* delivered when the job finishes */
-        if (aj__timer_start(s, t, ctv) == 0)
-            return;
-        /* no memory for the close timer: end the wait now */
-    } else {
-        s->stats.close_timeouts++;   /* a close gave up on a running job */
-    }
+    job->owner.sched->stats.close_timeouts++;
     job->refs++;
     waiter_call(w, ETIMEDOUT, NULL);
     job->refs--;
     job_maybe_release(job, 1);
+}
+
+/* aiojobs: a wait that times out closes the job; the waiter gets ETIMEDOUT
+ * once that close ended (the job finished or the close timed out). */
+static void wait_timer_fire(struct aj__timer *t)
+{
+    struct aj__waiter *w = aj__q_data(t, struct aj__waiter, timer);
+    aj_job *job = w->job;
+    aj_scheduler *s = job->owner.sched;
+    const struct timeval *ctv = aj__sched_close_tv(s);
+
+    if (!aj__job_counted(job)) {    /* not expected: timers stop at FINISHING */
+        waiter_gave_up(w);
+        return;
+    }
+    t->fire = expired_timer_fire;
+    aj__job_close(job);
+    if (!aj__job_counted(job) || !ctv)
+        return;                     /* delivered when the job finishes */
+    if (aj__timer_start(s, t, ctv) == 0)
+        return;
+    /* no memory for the close timer: end the wait now */
+    job->refs++;
+    waiter_call(w, ETIMEDOUT, NULL);
+    job->refs--;
+    job_maybe_release(job, 1);
+}
+
+/* The close an expired wait started timed out. */
+static void expired_timer_fire(struct aj__timer *t)
+{
+    waiter_gave_up(aj__q_data(t, struct aj__waiter, timer));
+}
+
+/* An aj_job_close timed out.  (A function of its own, not expired's: the
+ * two kinds differ in what a finished job gives them, see waiter_value.) */
+static void close_timer_fire(struct aj__timer *t)
+{
+    waiter_gave_up(aj__q_data(t, struct aj__waiter, timer));
 }
 
 /* ------------------------------------------------------------------ */

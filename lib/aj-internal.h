@@ -33,6 +33,14 @@
 
 #define AJ__UNUSED(x) ((void)(x))
 
+/* Where the calling function returns to: it finds the spawn call in a debug
+ * stack (aj__capture_stack).  NULL where the compiler cannot tell. */
+#if defined(__GNUC__)
+#define AJ__CALLER() __builtin_return_address(0)
+#else
+#define AJ__CALLER() NULL
+#endif
+
 /* ---- alloc.c ---- */
 void *aj__malloc(size_t sz);
 void *aj__calloc(size_t n, size_t sz);
@@ -171,7 +179,9 @@ static inline int aj__job_counted(const aj_job *job)
     return job->call.state >= AJ__JOB_PENDING && job->call.state <= AJ__JOB_CLOSING;
 }
 
-aj_job *aj__job_new(aj_scheduler *s, const struct aj_job_ops *ops, void *arg);
+/* caller: AJ__CALLER() of the aj_spawn or aj_spawn_async call, for debug
+ * stacks. */
+aj_job *aj__job_new(aj_scheduler *s, const struct aj_job_ops *ops, void *arg, void *caller);
 void aj__job_free_embryo(aj_job *job);
 struct aj__job_ext *aj__job_ext(aj_job *job);
 void aj__job_admit(aj_scheduler *s, aj_job *job);
@@ -211,7 +221,7 @@ struct aj__report {
 void aj__report_job(aj_scheduler *s, aj_job *job, const char *message, int error);
 void aj__report_run(aj_scheduler *s, struct aj__report *r);
 void aj__report_drop(struct aj__report *r);
-void aj__capture_stack(aj_job *job);
+void aj__capture_stack(aj_job *job, void *caller);
 int aj__debug_default(void);
 
 #define AJ__MSG_FAILED    "Job processing failed"

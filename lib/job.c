@@ -194,7 +194,7 @@ static inline struct aj__waiter *job_wslot(aj_job *job)
     return (struct aj__waiter *)(void *)(job + 1);
 }
 
-aj_job *aj__job_new(aj_scheduler *s, const struct aj_job_ops *ops, void *arg)
+aj_job *aj__job_new(aj_scheduler *s, const struct aj_job_ops *ops, void *arg, void *caller)
 {
     int slot = s->wait_hint > 0;
     aj_job *job = aj__malloc(sizeof *job + (slot ? sizeof(struct aj__waiter) : 0));
@@ -218,7 +218,7 @@ aj_job *aj__job_new(aj_scheduler *s, const struct aj_job_ops *ops, void *arg)
     /* Debug: the stack of the call that asked for the job (aj_spawn or
      * aj_spawn_async), not of whatever later made room to admit it. */
     if (s->debug)
-        aj__capture_stack(job);
+        aj__capture_stack(job, caller);
     return job;
 }
 

@@ -24,15 +24,31 @@ int aj__debug_default(void)
     return v && strcmp(v, "0") != 0;
 }
 
-/* Records the spawn stack; without memory or backtrace() the job simply has
- * none (a report then carries no traceback). */
-void aj__capture_stack(aj_job *job)
+/*
+ * Records the spawn stack from the aj_spawn or aj_spawn_async frame down to
+ * main: libaj's own frames above it are left out, as aiojobs leaves out
+ * its own.  `caller` is where that spawn call returns to, so the spawn
+ * frame is the one before it, however many frames (inlined or not, or a
+ * sanitizer's backtrace interceptor) come first; without it the stack is
+ * kept whole.  Without memory or backtrace() the job simply has none (a
+ * report then carries no traceback).
+ */
+void aj__capture_stack(aj_job *job, void *caller)
 {
 #if defined(HAVE_EXECINFO_H) && defined(HAVE_BACKTRACE)
-    void *frames[AJ__MAX_FRAMES];
-    int n = backtrace(frames, AJ__MAX_FRAMES);
+    void *frames[AJ__MAX_FRAMES + 8];
+    int n = backtrace(frames, AJ__MAX_FRAMES + 8), from = 0, i;
     struct aj__job_ext *ext;
 
+    for (i = 1; caller && i < n; i++) {
+        if (frames[i] == caller) {
+            from = i - 1;
+            break;
+        }
+    }
+    n -= from;
+    if (n > AJ__MAX_FRAMES)
+        n = AJ__MAX_FRAMES;
     if (n <= 0)
         return;
     ext = aj__job_ext(job);
@@ -40,10 +56,11 @@ void aj__capture_stack(aj_job *job)
         aj_log(EVENT_LOG_DEBUG, "debug mode: out of memory, spawn stack not recorded");
         return;
     }
-    memcpy(ext->frames, frames, (size_t)n * sizeof(void *));
+    memcpy(ext->frames, frames + from, (size_t)n * sizeof(void *));
     ext->nframes = n;
 #else
     AJ__UNUSED(job);
+    AJ__UNUSED(caller);
 #endif
 }
 

@@ -70,7 +70,7 @@ AJ_EXPORT aj_job *aj_spawn(aj_scheduler *s, const struct aj_job_ops *ops, void *
         errno = EAGAIN;
         return NULL;
     }
-    job = aj__job_new(s, ops, arg);
+    job = aj__job_new(s, ops, arg, AJ__CALLER());
     if (!job)
         return NULL;
     aj__job_admit(s, job);
@@ -100,7 +100,7 @@ AJ_EXPORT int aj_spawn_async(aj_scheduler *s, const struct aj_job_ops *ops, void
     req = aj__malloc(sizeof *req);
     if (!req)
         return -1;
-    req->job = aj__job_new(s, ops, arg);
+    req->job = aj__job_new(s, ops, arg, AJ__CALLER());
     if (!req->job) {
         aj__free(req);
         return -1;

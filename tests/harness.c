@@ -239,9 +239,10 @@ void erec_cb(aj_scheduler *s, const struct aj_error_info *info, void *arg)
         snprintf(e->tb[0], sizeof e->tb[0], "%s", info->source_traceback[0]);
         snprintf(e->tb[1], sizeof e->tb[1], "%s", info->source_traceback[1]);
     }
-    for (i = 0; i < info->source_traceback_len; i++)
+    e->tb_spawn_frame = -1;
+    for (i = 0; i < info->source_traceback_len && e->tb_spawn_frame < 0; i++)
         if (strstr(info->source_traceback[i], "aj_spawn"))
-            e->tb_mentions_spawn = 1;
+            e->tb_spawn_frame = (int)i;
     if (info->job) {
         struct tjob *t = aj_job_arg(info->job);
         e->released_at_call = t->released;

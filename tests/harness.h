@@ -127,7 +127,7 @@ struct erec {
     aj_job *job;
     size_t tb_len;
     char tb[2][32];                 /* the first two frames, if two or more */
-    int tb_mentions_spawn;          /* a frame names aj_spawn */
+    int tb_spawn_frame;             /* index of the first frame naming aj_spawn, or -1 */
     int released_at_call;           /* the job's tjob.released when called */
 };
 void erec_cb(aj_scheduler *s, const struct aj_error_info *info, void *arg);

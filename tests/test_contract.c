@@ -648,11 +648,14 @@ END_TEST
 
 START_TEST(debug_mode_reports_the_spawn_stack)
 {
-    struct tjob t;
+    struct tjob t, t2;
     struct erec e;
+    struct sreq r;
     aj_scheduler *s2;
     memset(&t, 0, sizeof t);
+    memset(&t2, 0, sizeof t2);
     memset(&e, 0, sizeof e);
+    memset(&r, 0, sizeof r);
     setenv("AJ_DEBUG", "1", 1);
     s2 = aj_scheduler_new(base);
     unsetenv("AJ_DEBUG");
@@ -661,8 +664,16 @@ START_TEST(debug_mode_reports_the_spawn_stack)
     aj_spawn(s2, &tops, &t);
     run();
     ck_assert_int_eq(e.calls, 1);
-    ck_assert_uint_gt(e.tb_len, 0);
-    ck_assert_int_eq(e.tb_mentions_spawn, 1);
+    ck_assert_uint_ge(e.tb_len, 2);
+    /* It starts at the spawn call: libaj's own frames are left out. */
+    ck_assert_int_eq(e.tb_spawn_frame, 0);
+    /* The same from aj_spawn_async ("aj_spawn_async" names aj_spawn too). */
+    t2.error = EIO;
+    ck_assert_int_eq(aj_spawn_async(s2, &tops, &t2, NULL, sreq_cb, &r), 0);
+    run();
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_int_eq(e.calls, 2);
+    ck_assert_int_eq(e.tb_spawn_frame, 0);
     aj_scheduler_free(s2);
 }
 END_TEST

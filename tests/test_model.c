@@ -28,6 +28,10 @@
  *  - every waiter, close, spawn and scheduler-close callback exactly once,
  *    with an outcome the job's history allows; a timed-out wait closed the
  *    job; a drained wait_and_close closes;
+ *  - on virtual time, timeouts are kept: a wait or close with a timeout is
+ *    answered by the time its timeout (for a wait: plus the close timeout
+ *    its expiry starts) has passed, give or take a clock tick (see
+ *    check_timely);
  *  - stats: spawned == succeeded + failed + cancelled + size,
  *    started <= spawned, and each counter equal to the model's (with job
  *    timeouts in play an outcome may become ETIMEDOUT: then only the sum
@@ -167,6 +171,12 @@ static void vclock_freeze(void)
 static void vclock_advance_us(long us)
 {
     vclock_offset_ns += (int64_t)us * 1000;
+}
+
+/* Virtual time since the sequence began, in microseconds. */
+static int64_t vclock_now_us(void)
+{
+    return vclock_offset_ns / 1000;
 }
 
 #ifndef AJ_MODEL_FUZZ
@@ -334,11 +344,16 @@ struct mjob {
 };
 
 enum { W_WAIT, W_CLOSE };
+/* What check_timely watches for: nothing, a wait's expiry, the answer. */
+enum timely_watch { TIMELY_OFF, TIMELY_EXPIRY, TIMELY_ANSWER };
 
 struct mwait {
     struct mjob *j;
     int kind, had_timeout, calls;
     int before_finish;              /* registered while the job ran or waited */
+    int watch;                      /* check_timely: enum timely_watch */
+    int late_passes;
+    int64_t due_us;                 /* virtual time the watched step is due */
 };
 
 struct mcloser {
@@ -361,6 +376,7 @@ struct msched {
     uint8_t limit_lowered, plimit_lowered, has_wait_tv, has_close_tv;
     uint8_t job_timeout;            /* the scheduler has one */
     uint8_t jt_used;                /* some job had one: outcomes may differ */
+    int64_t wait_us, close_us;      /* the timeouts, when has_*_tv */
     size_t limit, plimit;
     uint64_t next_seq, last_start_seq;
     /* the model's stats */
@@ -397,13 +413,14 @@ struct totals;
 enum {
     C_WAIT_TIMEOUT, C_CLOSE_TIMEOUT, C_SPAWN_TIMEOUT, C_LET_GO, C_FREE_LET_GO,
     C_CLOSE_TIMED_OUT_REPORT, C_FAILED_REPORT, C_DISCARDED, C_FREE_IN_CLOSE_CB, C_ORPHANS,
-    C_JOB_TIMEOUTS, C_NCOUNTERS
+    C_JOB_TIMEOUTS, C_TIMELY, C_NCOUNTERS
 };
 #ifndef AJ_MODEL_FUZZ
 static const char *const counter_names[C_NCOUNTERS] = {
     "waits timed out", "closes timed out", "spawn requests timed out", "jobs let go by a close",
     "jobs let go by free", "close timeouts reported", "failures reported", "jobs discarded",
-    "frees from a close callback", "jobs orphaned by free", "job timeouts fired"
+    "frees from a close callback", "jobs orphaned by free", "job timeouts fired",
+    "timeouts kept on time"
 };
 #endif
 static struct totals {
@@ -706,6 +723,7 @@ static void m_wait_cb(aj_job *job, int err, void *result, void *cbarg)
          * times out leaves it closed */
         MCHECK(!contained(j) || aj_job_closed(j->job), "j%d: timed out but not closed", j->id);
         counters[w->kind == W_WAIT ? C_WAIT_TIMEOUT : C_CLOSE_TIMEOUT]++;
+        counters[C_TIMELY] += w->watch != TIMELY_OFF;
     }
     inner_action(&M.cbrng);
     cb_end(f);
@@ -1016,6 +1034,11 @@ static void op_wait_or_close(struct rng *r, int kind)
     } else {
         PUSH(M.waits, M.nwaits, M.capw, w);
         j->waiters_owed++;
+        if (w->had_timeout && !M.realtime) {
+            int64_t us = tv ? (int64_t)tv->tv_usec : kind == W_WAIT ? ms->wait_us : ms->close_us;
+            w->watch = kind == W_WAIT ? TIMELY_EXPIRY : TIMELY_ANSWER;
+            w->due_us = vclock_now_us() + us;
+        }
     }
     if (rc != 0)
         return;
@@ -1207,10 +1230,17 @@ static void op_set_timeouts(struct rng *r)
             tv->tv_sec = 60;
         MCHECK(API(aj_scheduler_set_wait_timeout(ms->s, tv)) == 0, "set_wait_timeout");
         ms->has_wait_tv = tv != NULL;
+        ms->wait_us = tv ? (int64_t)tv->tv_sec * 1000000 + tv->tv_usec : 0;
     } else {
+        size_t i;
         tv = pick_tv(r, &tvb, 15, 4);
         MCHECK(API(aj_scheduler_set_close_timeout(ms->s, tv)) == 0, "set_close_timeout");
         ms->has_close_tv = tv != NULL;
+        ms->close_us = tv ? (int64_t)tv->tv_usec : 0;
+        /* which close timeout an expired wait got is no longer known */
+        for (i = 0; i < M.nwaits; i++)
+            if (M.waits[i]->j->ms == ms && M.waits[i]->watch == TIMELY_EXPIRY)
+                M.waits[i]->watch = TIMELY_OFF;
     }
     M.ops++;
 }
@@ -1240,9 +1270,11 @@ static struct msched *op_new_sched(struct rng *r)
     tv.tv_sec = 0;
     tv.tv_usec = (suseconds_t)below(r, 5) * 1000;
     aj_scheduler_set_close_timeout(ms->s, ms->has_close_tv ? &tv : NULL);
+    ms->close_us = tv.tv_usec;
     ms->has_wait_tv = chance(r, 50);
     tv.tv_usec = (suseconds_t)below(r, 8) * 1000;
     aj_scheduler_set_wait_timeout(ms->s, ms->has_wait_tv ? &tv : NULL);
+    ms->wait_us = tv.tv_usec;
     if (chance(r, 20)) {
         tv.tv_usec = (suseconds_t)(1 + below(r, 8)) * 1000;
         aj_scheduler_set_job_timeout(ms->s, &tv);
@@ -1428,6 +1460,8 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     (void)arg;
 }
 
+static void check_timely(void);
+
 /* One pass of the loop; with `pass_time`, time passes first: on real time
  * a short blocking pass (a wake-up timer bounds it), on virtual time the
  * clock moves up to `max_us` and a non-blocking pass fires what is due. */
@@ -1448,6 +1482,54 @@ static void loop_step(struct rng *r, int pass_time, unsigned max_us)
         vclock_advance_us(us);
     }
     event_base_loop(M.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    check_timely();
+}
+
+/*
+ * Timeouts are kept (virtual time only).  A close with a timeout on a
+ * running job must be answered once that timeout has passed.  A wait with
+ * a timeout must have expired once its timeout has passed; from the pass
+ * that saw that, the close its expiry started must be answered within the
+ * scheduler's close timeout (unless it has none: then the wait ends with
+ * the job, or unless the close timeout changed meanwhile).  "Passed" allows
+ * the clock ticks that libaj adds to deadlines, and "answered" the
+ * callbacks the expiry queues: the check fails on the second loop pass
+ * after that.
+ */
+static int64_t timely_slack_us(void)
+{
+    static int64_t slack = -1;
+    if (slack < 0) {
+        struct timespec res;
+        int64_t tick = 4000;
+#ifdef CLOCK_MONOTONIC_COARSE
+        if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && res.tv_sec == 0)
+            tick = res.tv_nsec / 1000 + 1;
+#endif
+        slack = 2 * tick + 2000;
+    }
+    return slack;
+}
+
+static void check_timely(void)
+{
+    int64_t now = vclock_now_us();
+    size_t i;
+
+    for (i = 0; i < M.nwaits; i++) {
+        struct mwait *w = M.waits[i];
+        struct msched *ms = w->j->ms;
+        if (w->calls || w->watch == TIMELY_OFF || ms->freed || now < w->due_us + timely_slack_us())
+            continue;
+        if (w->watch == TIMELY_EXPIRY) {
+            w->watch = ms->has_close_tv ? TIMELY_ANSWER : TIMELY_OFF;
+            w->due_us = now + ms->close_us;
+            continue;
+        }
+        MCHECK(++w->late_passes < 2, "j%d: a %s with a timeout is unanswered %lld us after it was due",
+               w->j->id, w->kind == W_WAIT ? "wait" : "close",
+               (long long)(now - w->due_us));
+    }
 }
 
 static void check_sched(struct msched *ms)

@@ -454,13 +454,15 @@ static void job_maybe_release(aj_job *job, int from_loop)
     }
 }
 
-/* A close's timeout passed with the job still running: the waiter gets
- * ETIMEDOUT now and the job goes on without it. */
-static void waiter_gave_up(struct aj__waiter *w)
+/* w's timer ends its wait: it gets ETIMEDOUT now.  `gave_up`: a close's
+ * timeout passed with the job still running (the job goes on without w),
+ * which the stats count. */
+static void waiter_time_out(struct aj__waiter *w, int gave_up)
 {
     aj_job *job = w->job;
 
-    job->owner.sched->stats.close_timeouts++;
+    if (gave_up)
+        job->owner.sched->stats.close_timeouts++;
     job->refs++;
     waiter_call(w, ETIMEDOUT, NULL);
     job->refs--;
@@ -477,7 +479,7 @@ static void wait_timer_fire(struct aj__timer *t)
     const struct timeval *ctv = aj__sched_close_tv(s);
 
     if (!aj__job_counted(job)) {    /* not expected: timers stop at FINISHING */
-        waiter_gave_up(w);
+        waiter_time_out(w, 1);
         return;
     }
     t->fire = expired_timer_fire;
@@ -486,24 +488,20 @@ static void wait_timer_fire(struct aj__timer *t)
         return;                     /* delivered when the job finishes */
     if (aj__timer_start(s, t, ctv) == 0)
         return;
-    /* no memory for the close timer: end the wait now */
-    job->refs++;
-    waiter_call(w, ETIMEDOUT, NULL);
-    job->refs--;
-    job_maybe_release(job, 1);
+    waiter_time_out(w, 0);          /* no memory for the close timer: now */
 }
 
 /* The close an expired wait started timed out. */
 static void expired_timer_fire(struct aj__timer *t)
 {
-    waiter_gave_up(aj__q_data(t, struct aj__waiter, timer));
+    waiter_time_out(aj__q_data(t, struct aj__waiter, timer), 1);
 }
 
 /* An aj_job_close timed out.  (A function of its own, not expired's: the
  * two kinds differ in what a finished job gives them, see waiter_value.) */
 static void close_timer_fire(struct aj__timer *t)
 {
-    waiter_gave_up(aj__q_data(t, struct aj__waiter, timer));
+    waiter_time_out(aj__q_data(t, struct aj__waiter, timer), 1);
 }
 
 /* ------------------------------------------------------------------ */

@@ -30,8 +30,8 @@
  *    job; a drained wait_and_close closes;
  *  - on virtual time, timeouts are kept: a wait or close with a timeout is
  *    answered by the time its timeout (for a wait: plus the close timeout
- *    its expiry starts) has passed, give or take a clock tick (see
- *    check_timely);
+ *    its expiry starts) has passed, and a job with a job timeout is closed
+ *    once it has, give or take a clock tick (see check_timely);
  *  - stats: spawned == succeeded + failed + cancelled + size,
  *    started <= spawned, and each counter equal to the model's (with job
  *    timeouts in play an outcome may become ETIMEDOUT: then only the sum
@@ -257,11 +257,15 @@ static void c_free(void *p)
 }
 
 static char bad_log[256];           /* first warning or error libaj logged */
+static int job_timeout_lost;        /* the job about to start runs without one */
 
 static void log_cb(int severity, const char *msg)
 {
     if (oom_permille && strstr(msg, "out of memory")) {
         oom_logs++;                 /* a documented fallback */
+        /* logged right before that job's start() (check_timely) */
+        if (strstr(msg, "it runs without its job timeout"))
+            job_timeout_lost = 1;
         return;
     }
     if (severity >= EVENT_LOG_WARN && !bad_log[0])
@@ -336,6 +340,10 @@ struct mjob {
     uint8_t orphan_ok;              /* may be released after its sched's free */
     uint8_t cancel_requested, finish_in_start, hook, hook_null;
     uint8_t jt;                     /* a job timeout may apply: outcome ETIMEDOUT */
+    uint8_t jt_set;                 /* aj_job_set_timeout before start: 1 a value, 2 none */
+    uint8_t jt_watch;               /* check_timely: its job timeout runs */
+    int jt_late;
+    int64_t jt_set_us, jt_due_us;
     int start_err, done_err;
     int outcome;                    /* as the done callback reported it */
     int refs, waiters_owed, cancels, reported, done_cbs;
@@ -377,6 +385,7 @@ struct msched {
     uint8_t job_timeout;            /* the scheduler has one */
     uint8_t jt_used;                /* some job had one: outcomes may differ */
     int64_t wait_us, close_us;      /* the timeouts, when has_*_tv */
+    int64_t job_timeout_us;         /* when job_timeout */
     size_t limit, plimit;
     uint64_t next_seq, last_start_seq;
     /* the model's stats */
@@ -590,6 +599,13 @@ static void m_start(aj_job *job, void *arg)
     ms->last_start_seq = j->seq;
     j->started = 1;
     ms->started++;
+    /* the job timeout counts from now: the job's own, else the scheduler's
+     * (unless there was no memory to arm it) */
+    if (!M.realtime && !job_timeout_lost && (j->jt_set == 1 || (!j->jt_set && ms->job_timeout))) {
+        j->jt_watch = 1;
+        j->jt_due_us = vclock_now_us() + (j->jt_set == 1 ? j->jt_set_us : ms->job_timeout_us);
+    }
+    job_timeout_lost = 0;
     TRACE("start j%d", j->id);
     if (j->finish_in_start)
         model_done(j, j->start_err);
@@ -1183,6 +1199,14 @@ static void op_set_job_timeout(struct rng *r)
     TRACE("set_timeout j%d %ld ms", j->id, tv ? (long)tv->tv_usec / 1000 : -1L);
     if (tv)                         /* (a fired one stays fired: sticky) */
         j->jt = j->ms->jt_used = 1;
+    if (j->started) {               /* counted from now */
+        j->jt_watch = tv != NULL && !M.realtime;
+        j->jt_due_us = vclock_now_us() + (tv ? (int64_t)tv->tv_usec : 0);
+        j->jt_late = 0;
+    } else {                        /* counted from its start */
+        j->jt_set = tv ? 1 : 2;
+        j->jt_set_us = tv ? (int64_t)tv->tv_usec : 0;
+    }
 }
 
 /* A second aj_job_done is a bug of the job: ignored and logged. */
@@ -1279,6 +1303,7 @@ static struct msched *op_new_sched(struct rng *r)
         tv.tv_usec = (suseconds_t)(1 + below(r, 8)) * 1000;
         aj_scheduler_set_job_timeout(ms->s, &tv);
         ms->job_timeout = ms->jt_used = 1;
+        ms->job_timeout_us = tv.tv_usec;
     }
     aj_scheduler_set_exception_handler(ms->s, m_exc, ms);
     aj_scheduler_set_done_callback(ms->s, m_done_cb, ms);
@@ -1494,7 +1519,8 @@ static void loop_step(struct rng *r, int pass_time, unsigned max_us)
  * the job, or unless the close timeout changed meanwhile).  "Passed" allows
  * the clock ticks that libaj adds to deadlines, and "answered" the
  * callbacks the expiry queues: the check fails on the second loop pass
- * after that.
+ * after that.  Likewise a running job must be closed once its job timeout
+ * has passed.
  */
 static int64_t timely_slack_us(void)
 {
@@ -1529,6 +1555,17 @@ static void check_timely(void)
         MCHECK(++w->late_passes < 2, "j%d: a %s with a timeout is unanswered %lld us after it was due",
                w->j->id, w->kind == W_WAIT ? "wait" : "close",
                (long long)(now - w->due_us));
+    }
+    for (i = 0; i < M.njobs; i++) {
+        struct mjob *j = M.jobs[i];
+        if (!j->jt_watch || j->released || j->ms->freed || !contained(j) ||
+            now < j->jt_due_us + timely_slack_us())
+            continue;
+        if (aj_job_closed(j->job))
+            j->jt_watch = 0;
+        else
+            MCHECK(++j->jt_late < 2, "j%d: still running, not closed, %lld us after its job timeout",
+                   j->id, (long long)(now - j->jt_due_us));
     }
 }
 
@@ -1851,6 +1888,7 @@ static int run_sequence(uint64_t seed, const uint8_t *data, size_t len, long ste
     free_depth = -1;
     live = 0;
     bad_log[0] = '\0';
+    job_timeout_lost = 0;
     fail_msg[0] = '\0';
     cur_step = 0;
     M.realtime = realtime;

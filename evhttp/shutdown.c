@@ -9,7 +9,9 @@
  *      vhosts (the timeout, or each scheduler's wait timeout)
  *   3. answer every request a job still holds (a job let go by the close)
  *      with 503 + Retry-After, and wait, at most GRACE, until every answer
- *      is written or its connection closed
+ *      (those and the replies jobs sent) is written or its connection
+ *      closed; answers still unwritten then are logged: evhttp_free() will
+ *      cut them
  *   4. free the schedulers, point the atomic routes at a 503 handler,
  *      forget the servers, and call the user back from the loop.
  *
@@ -219,6 +221,11 @@ static void step(evutil_socket_t fd, short what, void *arg)
     }
     if (sd->phase == SD_WRITING) {
         tree_walk(sd->top, count_held, &held);
+        if (held > 0 && sd->grace_over)
+            aj_log(EVENT_LOG_WARN,
+                   "aj_evhttp_shutdown: %d answer%s still being written after %d s: "
+                   "evhttp_free() will cut %s", held, held == 1 ? "" : "s", (int)GRACE.tv_sec,
+                   held == 1 ? "it" : "them");
         if (held == 0 || sd->grace_over)
             finish(sd);
     }

@@ -1001,6 +1001,120 @@ START_TEST(requests_on_open_connections_during_shutdown_get_503)
 }
 END_TEST
 
+/* A reply far larger than the socket buffers: it is still being written
+ * while its client does not read. */
+#define HUGE_BODY (32 << 20)
+static char *huge_body;
+static size_t huge_size;
+
+static void h_huge(aj_job *job, struct evhttp_request *req, void *arg)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    (void)req;
+    (void)arg;
+    handler_calls++;
+    evbuffer_add_reference(b, huge_body, huge_size, NULL, NULL);
+    last_reply_rc = aj_evhttp_reply(job, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+/* Runs the loop until h_huge has replied (5 s at most). */
+static void until_replied(void)
+{
+    int i;
+
+    for (i = 0; i < 500 && handler_calls == 0; i++)
+        run_for(10);
+    ck_assert_int_eq(handler_calls, 1);
+    ck_assert_int_eq(last_reply_rc, 0);
+}
+
+START_TEST(shutdown_waits_2_s_for_replies_being_written_then_says_it_cuts_them)
+{
+    int port, called = 0, fd;
+    struct evhttp *http = server(&port);
+    aj_scheduler *s = aj_evhttp_setup(http, base);
+    double t0, waited;
+    struct timeval tv;
+    char buf[65536];
+    size_t got = 0;
+    ssize_t n;
+
+    (void)s;
+    huge_size = HUGE_BODY;
+    huge_body = calloc(1, huge_size);
+    ck_assert_ptr_nonnull(huge_body);
+    ck_assert_int_eq(aj_atomic(http, "/huge", h_huge, NULL), 0);
+    fd = raw_get(port, "/huge");             /* and never reads, for now */
+    until_replied();
+    run_for(50);                             /* the socket buffers fill up */
+
+    ck_assert_int_eq(aj_evhttp_shutdown(http, NULL, shutdown_done, &called), 0);
+    evutil_gettimeofday(&tv, NULL);
+    t0 = tv.tv_sec * 1e3 + tv.tv_usec / 1e3;
+    outstanding++;
+    run();
+    evutil_gettimeofday(&tv, NULL);
+    waited = tv.tv_sec * 1e3 + tv.tv_usec / 1e3 - t0;
+    ck_assert_int_eq(called, 1);
+    /* it waited for the reply (about 2 s), then said it would be cut */
+    ck_assert_msg(waited >= 1900, "shutdown waited only %.0f ms", waited);
+    ck_assert_msg(strstr(last_log, "1 answer still being written after 2 s") != NULL,
+                  "last log: %s", last_log);
+    free_conns();
+    evhttp_free(http);
+    /* the client gets the start of the answer, then the end of the stream */
+    for (;;) {
+        n = read(fd, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    ck_assert_uint_gt(got, 0);
+    ck_assert_uint_lt(got, huge_size);
+    close(fd);
+    free(huge_body);
+}
+END_TEST
+
+START_TEST(shutdown_waits_for_a_reply_being_written_to_a_reading_client)
+{
+    int port, called = 0, fd;
+    struct evhttp *http = server(&port);
+    aj_scheduler *s = aj_evhttp_setup(http, base);
+    char buf[65536];
+    size_t got = 0;
+    ssize_t n;
+
+    (void)s;
+    huge_size = 4 << 20;                     /* more than one write, well within 2 s */
+    huge_body = calloc(1, huge_size);
+    ck_assert_ptr_nonnull(huge_body);
+    ck_assert_int_eq(aj_atomic(http, "/huge", h_huge, NULL), 0);
+    fd = raw_get(port, "/huge");
+    until_replied();
+    ck_assert_int_eq(aj_evhttp_shutdown(http, NULL, shutdown_done, &called), 0);
+    /* read everything on this thread while the loop writes it */
+    evutil_make_socket_nonblocking(fd);
+    while (!called) {
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        while ((n = read(fd, buf, sizeof buf)) > 0)
+            got += (size_t)n;
+    }
+    free_conns();
+    evhttp_free(http);
+    evutil_make_socket_nonblocking(fd);
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        got += (size_t)n;
+    /* the whole answer arrived before the callback let the server go */
+    ck_assert_uint_gt(got, huge_size);
+    ck_assert_msg(strstr(last_log, "still being written") == NULL, "last log: %s", last_log);
+    close(fd);
+    free(huge_body);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* API errors                                                           */
 /* ------------------------------------------------------------------ */
@@ -1234,6 +1348,8 @@ static Suite *evhttp_suite(void)
     tcase_add_test(tc, evhttp_free_without_shutdown_never_touches_held_requests);
     tcase_add_test(tc, shutdown_answers_every_request_in_flight);
     tcase_add_test(tc, requests_on_open_connections_during_shutdown_get_503);
+    tcase_add_test(tc, shutdown_waits_2_s_for_replies_being_written_then_says_it_cuts_them);
+    tcase_add_test(tc, shutdown_waits_for_a_reply_being_written_to_a_reading_client);
     tcase_add_test(tc, reply_rejects_foreign_jobs_and_second_replies);
     tcase_add_test(tc, gencb_runs_unmatched_requests_as_jobs);
     tcase_add_test(tc, two_threads_each_with_its_own_base_and_server);

@@ -114,10 +114,12 @@ typedef void (*aj_evhttp_cb)(struct evhttp *http, void *arg);
  * Graceful stop of `http` and its registered vhosts: stops accepting new
  * connections, wait-and-closes their schedulers (timeout NULL = each
  * scheduler's wait timeout), answers every request still held by a job with
- * 503 and Retry-After, waits (about 2 s at most) until those answers are
- * written or their connections closed, frees the schedulers, forgets the
- * servers, then calls cb(http, arg) from the loop.  After cb the caller may
- * evhttp_free(http).  The schedulers are gone by then: read their final
+ * 503 and Retry-After, waits (about 2 s at most) until those answers and the
+ * replies jobs sent are written or their connections closed, frees the
+ * schedulers, forgets the servers, then calls cb(http, arg) from the loop.
+ * After cb the caller may evhttp_free(http); answers still being written
+ * when the 2 s ran out (a slow client, a large body) are logged as a
+ * warning, and evhttp_free() cuts them.  The schedulers are gone by then: read their final
  * counters (aj_scheduler_get_stats) before, e.g. from a done callback.
  * Returns 0, or -1 with ENOENT (no server in the tree has a scheduler),
  * EINVAL, EALREADY or ENOMEM.

@@ -16,6 +16,8 @@
 #endif
 
 #define AJ__MAX_FRAMES 32
+/* Room for libaj's own frames above the spawn call (aj__capture_stack). */
+#define AJ__OWN_FRAMES_MAX 8
 
 int aj__debug_default(void)
 {
@@ -36,8 +38,8 @@ int aj__debug_default(void)
 void aj__capture_stack(aj_job *job, void *caller)
 {
 #if defined(HAVE_EXECINFO_H) && defined(HAVE_BACKTRACE)
-    void *frames[AJ__MAX_FRAMES + 8];
-    int n = backtrace(frames, AJ__MAX_FRAMES + 8), from = 0, i;
+    void *frames[AJ__MAX_FRAMES + AJ__OWN_FRAMES_MAX];
+    int n = backtrace(frames, AJ__MAX_FRAMES + AJ__OWN_FRAMES_MAX), from = 0, i;
     struct aj__job_ext *ext;
 
     for (i = 1; caller && i < n; i++) {

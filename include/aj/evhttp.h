@@ -119,8 +119,9 @@ typedef void (*aj_evhttp_cb)(struct evhttp *http, void *arg);
  * schedulers, forgets the servers, then calls cb(http, arg) from the loop.
  * After cb the caller may evhttp_free(http); answers still being written
  * when the 2 s ran out (a slow client, a large body) are logged as a
- * warning, and evhttp_free() cuts them.  The schedulers are gone by then: read their final
- * counters (aj_scheduler_get_stats) before, e.g. from a done callback.
+ * warning, and evhttp_free() cuts them.  The schedulers are gone by then:
+ * read their final counters (aj_scheduler_get_stats) before, e.g. from a
+ * done callback.
  * Returns 0, or -1 with ENOENT (no server in the tree has a scheduler),
  * EINVAL, EALREADY or ENOMEM.
  */

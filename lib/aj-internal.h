@@ -3,6 +3,7 @@
  * between its files.  Never installed.
  *
  *   alloc.c      the allocator hook
+ *   pool.c       job memory: slabs of equal-sized jobs, one pool per size
  *   log.c        the log sink
  *   timer.c      timer queues: one libevent timer per distinct duration
  *   runq.c       the run queue: every user callback is called from here
@@ -33,6 +34,12 @@
 
 #define AJ__UNUSED(x) ((void)(x))
 
+#if defined(__GNUC__)
+#define AJ__PREFETCH(p) __builtin_prefetch((p))
+#else
+#define AJ__PREFETCH(p) ((void)(p))
+#endif
+
 /* Where the calling function returns to: it finds the spawn call in a debug
  * stack (aj__capture_stack).  NULL where the compiler cannot tell. */
 #if defined(__GNUC__)
@@ -47,6 +54,23 @@ void *aj__calloc(size_t n, size_t sz);
 void *aj__realloc(void *p, size_t sz);
 void aj__free(void *p);
 char *aj__strdup(const char *s);
+
+/* ---- pool.c ---- */
+struct aj__pool {
+    struct aj__q partial;            /* slabs with room, the latest first */
+    struct aj__q full;               /* slabs without */
+    size_t objsz;                    /* rounded up to the jobs' alignment */
+    uint32_t next_nobj;              /* capacity of the next slab */
+};
+void aj__pool_init(struct aj__pool *p, size_t objsz);
+/* An object of the pool's size, and its index in its slab for
+ * aj__pool_put; NULL with ENOMEM when a new slab cannot be allocated. */
+void *aj__pool_get(struct aj__pool *p, uint16_t *idx);
+/* Gives obj back; objsz as given to aj__pool_init.  Needs no pool: obj
+ * may outlive it (aj__pool_destroy). */
+void aj__pool_put(void *obj, size_t objsz, uint16_t idx);
+/* Frees the empty slabs; the others are freed with their last object. */
+void aj__pool_destroy(struct aj__pool *p);
 
 /* ---- log.c ---- */
 void aj__logv(int severity, const char *fmt, va_list ap);
@@ -151,6 +175,7 @@ struct aj_job {
     struct aj__waiter *waiters;     /* circular list, the last waiter */
     uint64_t seq;                   /* spawn number, for "job-N" */
     uint32_t refs;
+    uint16_t pool_idx;              /* its place in its slab (pool.c) */
     /* With AJ__JOB_WSLOT, room for one struct aj__waiter follows (job.c). */
 };
 
@@ -181,6 +206,7 @@ static inline int aj__job_counted(const aj_job *job)
 
 /* caller: AJ__CALLER() of the aj_spawn or aj_spawn_async call, for debug
  * stacks. */
+void aj__job_pools_init(aj_scheduler *s);
 aj_job *aj__job_new(aj_scheduler *s, const struct aj_job_ops *ops, void *arg, void *caller);
 void aj__job_free_embryo(aj_job *job);
 struct aj__job_ext *aj__job_ext(aj_job *job);
@@ -276,6 +302,7 @@ struct aj_scheduler {
 
     struct aj_stats stats;
     int *dead;                      /* set to 1 when freed under a dispatch */
+    struct aj__pool job_pools[2];   /* job memory: [1] with a waiter slot */
 };
 
 static inline int aj__sched_closed(const aj_scheduler *s) { return s->phase >= AJ__CLOSING; }

@@ -34,6 +34,14 @@ static inline void aj__q_insert_tail(struct aj__q *h, struct aj__q *n)
     h->prev = n;
 }
 
+static inline void aj__q_insert_head(struct aj__q *h, struct aj__q *n)
+{
+    n->next = h->next;
+    n->prev = h;
+    h->next->prev = n;
+    h->next = n;
+}
+
 static inline void aj__q_remove(struct aj__q *n)
 {
     n->prev->next = n->next;

@@ -181,8 +181,9 @@ static void job_move(aj_job *job, enum aj__job_state to)
  * spawns (aj_atomic does), and a waiter is a second allocation, touched
  * again when the job finishes.  So while a scheduler's jobs are being
  * waited on, each new job is allocated with room for one waiter right
- * after it: one malloc instead of two, and the waiter shares the job's
- * cache lines.  wait_hint rises by AJ__WAIT_HINT_STEP when a wait finds no
+ * after it: one object instead of two, and the waiter shares the job's
+ * cache lines.  Jobs of the two sizes come from the scheduler's two pools
+ * (pool.c).  wait_hint rises by AJ__WAIT_HINT_STEP when a wait finds no
  * slot and falls by one when a job with a slot is released unused, so a
  * scheduler whose jobs are not waited on keeps its jobs at their small size.
  */
@@ -194,12 +195,31 @@ static inline struct aj__waiter *job_wslot(aj_job *job)
     return (struct aj__waiter *)(void *)(job + 1);
 }
 
+static inline size_t job_size(int slot)
+{
+    return sizeof(aj_job) + (slot ? sizeof(struct aj__waiter) : 0);
+}
+
+void aj__job_pools_init(aj_scheduler *s)
+{
+    aj__pool_init(&s->job_pools[0], job_size(0));
+    aj__pool_init(&s->job_pools[1], job_size(1));
+}
+
+/* Gives the job's memory back to its slab (the scheduler may be gone). */
+static void job_mem_free(aj_job *job)
+{
+    aj__pool_put(job, job_size((job->call.flags & AJ__JOB_WSLOT) != 0), job->pool_idx);
+}
+
 aj_job *aj__job_new(aj_scheduler *s, const struct aj_job_ops *ops, void *arg, void *caller)
 {
     int slot = s->wait_hint > 0;
-    aj_job *job = aj__malloc(sizeof *job + (slot ? sizeof(struct aj__waiter) : 0));
+    uint16_t idx;
+    aj_job *job = aj__pool_get(&s->job_pools[slot], &idx);
     if (!job)
         return NULL;
+    job->pool_idx = idx;
     aj__q_init(&job->call.link);
     job->call.kind = AJ__CALL_JOB;
     job->call.queued = 0;
@@ -234,7 +254,7 @@ static void ext_free(struct aj__job_ext *ext)
 void aj__job_free_embryo(aj_job *job)
 {
     ext_free(job->ext);
-    aj__free(job);
+    job_mem_free(job);
 }
 
 static void job_timer_fire(struct aj__timer *t);
@@ -566,7 +586,7 @@ void aj__job_free_release(aj_job *job)
 
     aj__q_remove(&job->node);
     ext_free(job->ext);
-    aj__free(job);
+    job_mem_free(job);
     if (ops->release)
         ops->release(arg);
 }

@@ -43,6 +43,7 @@ AJ_EXPORT aj_scheduler *aj_scheduler_new(struct event_base *base)
     aj__q_init(&s->spawn_reqs);
     aj__q_init(&s->timerqs);
     aj__q_init(&s->closers);
+    aj__job_pools_init(s);
     s->limit = 100;
     s->pending_limit = 10000;
     s->close_timeout = aj__default_close;
@@ -414,6 +415,8 @@ AJ_EXPORT void aj_scheduler_free(aj_scheduler *s)
         aj__job_release_or_orphan(aj__q_data(s->finished.next, aj_job, node));
 
     aj__timers_free(s);
+    aj__pool_destroy(&s->job_pools[0]);     /* jobs still referenced keep */
+    aj__pool_destroy(&s->job_pools[1]);     /* their slabs */
     event_free(s->runq_ev);
     aj__free(s);
 }

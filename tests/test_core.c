@@ -1553,8 +1553,112 @@ START_TEST(jobs_of_a_waited_on_scheduler_carry_their_first_waiter)
     ck_assert_int_eq(w[1].error, 0);
     ck_assert_int_eq(w[2].error, 0);
     ck_assert_int_eq(t[0].released + t[1].released, 2);
-    /* Only the timer queue is left, kept for reuse until the free. */
-    ck_assert_int_eq(mem_live, 1);
+    /* Left until the free, for reuse: the timer queue, and one empty slab
+     * for each job size (pool.c). */
+    ck_assert_int_eq(mem_live, 3);
+}
+END_TEST
+
+/* ---- job memory (pool.c) ---- */
+
+/* Whether a released job's memory is marked unusable: testable under
+ * AddressSanitizer (valgrind would report the probe itself). */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISONED(p) __asan_address_is_poisoned(p)
+#else
+#define POISONED(p) 1
+#endif
+
+/* A burst of jobs takes a few slabs, not an allocation each; when the jobs
+ * are gone the slabs go back to the allocator, all but one spare, and the
+ * spare goes with the scheduler. */
+START_TEST(jobs_come_from_a_few_slabs_that_go_back_when_the_jobs_do)
+{
+    enum { N = 1000 };
+    static struct tjob t[N];
+    aj_scheduler *s2;
+    long live;
+    int i;
+
+    memset(t, 0, sizeof t);
+    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+    mem_reset(0);
+    s2 = aj_scheduler_new(base);
+    ck_assert_ptr_nonnull(s2);
+    ck_assert_int_eq(aj_scheduler_set_limit(s2, 0), 0);
+    live = mem_live;
+    for (i = 0; i < N; i++)
+        ck_assert_ptr_nonnull(aj_spawn(s2, &tops, &t[i]));
+    /* Slabs of 16, 32, ... 256 jobs: 8 hold 1000. */
+    ck_assert_int_le(mem_live - live, 8);
+    run();
+    for (i = 0; i < N; i++) {
+        ck_assert_int_eq(t[i].released, 1);
+        ck_assert(POISONED(t[i].job));
+    }
+    ck_assert_int_eq(mem_live - live, 1);
+    aj_scheduler_free(s2);
+    ck_assert_int_eq(mem_live, 0);
+}
+END_TEST
+
+/* A job referenced past aj_scheduler_free keeps its slab, which is freed
+ * with the job. */
+START_TEST(a_job_outliving_its_scheduler_takes_its_slab_with_it)
+{
+    struct tjob t[2];
+    aj_scheduler *s2;
+    aj_job *job;
+
+    memset(t, 0, sizeof t);
+    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+    mem_reset(0);
+    s2 = aj_scheduler_new(base);
+    ck_assert_ptr_nonnull(s2);
+    job = aj_job_ref(aj_spawn(s2, &tops, &t[0]));
+    ck_assert_ptr_nonnull(aj_spawn(s2, &tops, &t[1]));
+    run();
+    ck_assert_int_eq(t[0].released + t[1].released, 1);
+    aj_scheduler_free(s2);
+    ck_assert_int_eq(mem_live, 1);          /* the slab, for job */
+    ck_assert_int_eq(aj_job_closed(job), 1);   /* its memory is still good */
+    ck_assert_str_eq(aj_job_name(job), "tjob");
+    CALLV(aj_job_unref(job));
+    run();
+    ck_assert_int_eq(t[0].released, 1);
+    ck_assert_int_eq(mem_live, 0);
+}
+END_TEST
+
+/* A spawn allocates only when its pool needs a new slab: then, without
+ * memory, it fails with ENOMEM and leaves nothing behind. */
+START_TEST(a_spawn_needs_memory_only_for_a_new_slab)
+{
+    struct tjob t[2];
+    aj_scheduler *s2;
+    long live;
+
+    memset(t, 0, sizeof t);
+    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+    mem_reset(0);
+    s2 = aj_scheduler_new(base);
+    ck_assert_ptr_nonnull(s2);
+    live = mem_live;
+    mem_refuse_all = 1;
+    errno = 0;
+    ck_assert_ptr_null(aj_spawn(s2, &tops, &t[0]));
+    ck_assert_int_eq(errno, ENOMEM);
+    ck_assert_int_eq(mem_live, live);
+    mem_refuse_all = 0;
+    ck_assert_ptr_nonnull(aj_spawn(s2, &tops, &t[0]));
+    mem_refuse_all = 1;
+    ck_assert_ptr_nonnull(aj_spawn(s2, &tops, &t[1]));     /* room in the slab */
+    mem_refuse_all = 0;
+    run();
+    ck_assert_int_eq(t[0].released + t[1].released, 2);
+    aj_scheduler_free(s2);
+    ck_assert_int_eq(mem_live, 0);
 }
 END_TEST
 
@@ -2982,6 +3086,9 @@ static Suite *core_suite(void)
     tcase_add_test(tc, any_number_of_waiters_are_each_called_once);
     tcase_add_test(tc, waiters_timing_out_out_of_order_leave_the_rest_in_order);
     tcase_add_test(tc, jobs_of_a_waited_on_scheduler_carry_their_first_waiter);
+    tcase_add_test(tc, jobs_come_from_a_few_slabs_that_go_back_when_the_jobs_do);
+    tcase_add_test(tc, a_job_outliving_its_scheduler_takes_its_slab_with_it);
+    tcase_add_test(tc, a_spawn_needs_memory_only_for_a_new_slab);
     tcase_add_test(tc, a_job_done_inside_start_is_reported_before_later_queued_starts);
     tcase_add_test(tc, a_job_is_closed_when_its_wait_or_close_callback_runs);
     tcase_add_test(tc, wait_on_a_pending_job_gets_its_outcome_once_it_ran);

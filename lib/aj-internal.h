@@ -35,8 +35,10 @@
 #define AJ__UNUSED(x) ((void)(x))
 
 #if defined(__GNUC__)
+#define AJ__ALWAYS_INLINE inline __attribute__((always_inline))
 #define AJ__PREFETCH(p) __builtin_prefetch((p))
 #else
+#define AJ__ALWAYS_INLINE inline
 #define AJ__PREFETCH(p) ((void)(p))
 #endif
 

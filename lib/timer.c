@@ -150,10 +150,7 @@ static struct aj__timerq *timerq_get(aj_scheduler *s, const struct timeval *dur)
         if (tq->duration.tv_sec == dur->tv_sec && tq->duration.tv_usec == dur->tv_usec) {
             if (n != s->timerqs.next) {     /* most recently used first */
                 aj__q_remove(n);
-                n->next = s->timerqs.next;
-                n->prev = &s->timerqs;
-                s->timerqs.next->prev = n;
-                s->timerqs.next = n;
+                aj__q_insert_head(&s->timerqs, n);
             }
             return tq;
         }
@@ -171,12 +168,7 @@ static struct aj__timerq *timerq_get(aj_scheduler *s, const struct timeval *dur)
     tq->s = s;
     tq->firing = 0;
     aj__q_init(&tq->timers);
-    aj__q_init(&tq->link);
-    n = &tq->link;
-    n->next = s->timerqs.next;
-    n->prev = &s->timerqs;
-    s->timerqs.next->prev = n;
-    s->timerqs.next = n;
+    aj__q_insert_head(&s->timerqs, &tq->link);
     s->ntimerqs++;
     return tq;
 }

@@ -1570,6 +1570,19 @@ END_TEST
 #define POISONED(p) 1
 #endif
 
+/* A scheduler of its own, made with the counting allocator installed: after
+ * its free, mem_live is 0 again unless something is left. */
+static aj_scheduler *counted_scheduler(void)
+{
+    aj_scheduler *s2;
+
+    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+    mem_reset(0);
+    s2 = aj_scheduler_new(base);
+    ck_assert_ptr_nonnull(s2);
+    return s2;
+}
+
 /* A burst of jobs takes a few slabs, not an allocation each; when the jobs
  * are gone the slabs go back to the allocator, all but one spare, and the
  * spare goes with the scheduler. */
@@ -1582,10 +1595,7 @@ START_TEST(jobs_come_from_a_few_slabs_that_go_back_when_the_jobs_do)
     int i;
 
     memset(t, 0, sizeof t);
-    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
-    mem_reset(0);
-    s2 = aj_scheduler_new(base);
-    ck_assert_ptr_nonnull(s2);
+    s2 = counted_scheduler();
     ck_assert_int_eq(aj_scheduler_set_limit(s2, 0), 0);
     live = mem_live;
     for (i = 0; i < N; i++)
@@ -1612,10 +1622,7 @@ START_TEST(a_job_outliving_its_scheduler_takes_its_slab_with_it)
     aj_job *job;
 
     memset(t, 0, sizeof t);
-    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
-    mem_reset(0);
-    s2 = aj_scheduler_new(base);
-    ck_assert_ptr_nonnull(s2);
+    s2 = counted_scheduler();
     job = aj_job_ref(aj_spawn(s2, &tops, &t[0]));
     ck_assert_ptr_nonnull(aj_spawn(s2, &tops, &t[1]));
     run();
@@ -1640,10 +1647,7 @@ START_TEST(a_spawn_needs_memory_only_for_a_new_slab)
     long live;
 
     memset(t, 0, sizeof t);
-    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
-    mem_reset(0);
-    s2 = aj_scheduler_new(base);
-    ck_assert_ptr_nonnull(s2);
+    s2 = counted_scheduler();
     live = mem_live;
     mem_refuse_all = 1;
     errno = 0;

@@ -445,11 +445,13 @@ static struct mem_sample sample_pending(size_t n, int managed)
  *   - main() raises glibc's trim threshold, so free() keeps those pages.
  * Inside a child both sides of each pair run back to back, in an order that
  * alternates with the repetition, so machine noise that lasts longer than a
- * pair cancels.  The members of a group still shape each other's heap (the
- * raw callbacks reuse the chunks the jobs freed, and the other way round).
- * --alone takes that away too: each workload in a child of its own, warmed
- * up by itself -- not the default, as the two sides of a ratio then no
- * longer share a process.
+ * pair cancels.  Since libaj's jobs come from slabs (lib/pool.c) the two
+ * sides hardly share heap chunks any more; before that, the raw callbacks
+ * paid about 15 ns each for consolidating the chunks a million freed jobs
+ * left (once_ns 80 here, 65 alone).  --alone runs each workload in a child
+ * of its own, warmed up by itself, to check that: it now gives the same
+ * figures within noise.  Not the default, as the two sides of a ratio then
+ * no longer share a process.
  */
 enum { G_ONCE, G_SPAWN, G_WAIT, G_LIMIT, G_CHAIN, G_ONCE_CHAIN, G_MANY, G_FEW, G_ONCE_MANY,
        G_ONCE_FEW, G_CLOSE, G_NFIG };

@@ -206,9 +206,11 @@ static inline int aj__job_counted(const aj_job *job)
     return job->call.state >= AJ__JOB_PENDING && job->call.state <= AJ__JOB_CLOSING;
 }
 
+/* Sets up s->job_pools, one pool per job size (with and without a waiter
+ * slot); aj_scheduler_free destroys them. */
+void aj__job_pools_init(aj_scheduler *s);
 /* caller: AJ__CALLER() of the aj_spawn or aj_spawn_async call, for debug
  * stacks. */
-void aj__job_pools_init(aj_scheduler *s);
 aj_job *aj__job_new(aj_scheduler *s, const struct aj_job_ops *ops, void *arg, void *caller);
 void aj__job_free_embryo(aj_job *job);
 struct aj__job_ext *aj__job_ext(aj_job *job);

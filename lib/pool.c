@@ -72,10 +72,16 @@
 #define AJ__SLAB_MAX 256                /* job->pool_idx is 16 bits */
 #define AJ__PREFETCH_AHEAD 32           /* fresh objects (1M pending: 54 -> 51 ns a job) */
 
+/* What a put object holds until it is handed out again. */
+struct aj__free_obj {
+    struct aj__free_obj *next;
+    uint32_t idx;                       /* its index, as aj__pool_put got it */
+};
+
 struct aj__slab {
     struct aj__q link;                  /* pool->partial or pool->full */
     struct aj__pool *pool;              /* NULL once the pool is destroyed */
-    void *free;                         /* put objects, linked by their first word */
+    struct aj__free_obj *free;          /* put objects */
     uint32_t nobj;                      /* capacity */
     uint32_t nlive;                     /* handed out, not put back */
     uint32_t nfresh;                    /* handed out at least once: the rest never was */
@@ -100,11 +106,17 @@ static inline char *slab_objects(struct aj__slab *sl)
     return (char *)sl + SLAB_HDR;
 }
 
+/* The room an object of objsz takes in a slab. */
+static inline size_t pool_objsz(size_t objsz)
+{
+    return POOL_ROUND(objsz < sizeof(struct aj__free_obj) ? sizeof(struct aj__free_obj) : objsz);
+}
+
 void aj__pool_init(struct aj__pool *p, size_t objsz)
 {
     aj__q_init(&p->partial);
     aj__q_init(&p->full);
-    p->objsz = POOL_ROUND(objsz);
+    p->objsz = pool_objsz(objsz);
     p->next_nobj = AJ__SLAB_MIN;
 }
 
@@ -138,6 +150,7 @@ void *aj__pool_get(struct aj__pool *p, uint16_t *idx)
 {
     struct aj__slab *sl;
     char *obj;
+    uint32_t i;
 
     if (aj__q_empty(&p->partial)) {
         sl = slab_new(p);
@@ -147,12 +160,14 @@ void *aj__pool_get(struct aj__pool *p, uint16_t *idx)
         sl = aj__q_data(p->partial.next, struct aj__slab, link);
     }
     if (sl->free) {
-        obj = sl->free;
-        POOL_ACCESS(sl, obj, sizeof(void *));
-        sl->free = *(void **)(void *)obj;
+        struct aj__free_obj *f = sl->free;
+        POOL_ACCESS(sl, f, sizeof *f);
+        sl->free = f->next;
+        i = f->idx;
+        obj = (char *)f;
     } else {
-        obj = slab_objects(sl) + (size_t)sl->nfresh * p->objsz;
-        sl->nfresh++;
+        i = sl->nfresh++;
+        obj = slab_objects(sl) + (size_t)i * p->objsz;
         /* May point past the slab: a prefetch never faults. */
         AJ__PREFETCH((const void *)((uintptr_t)obj + AJ__PREFETCH_AHEAD * p->objsz));
     }
@@ -162,7 +177,7 @@ void *aj__pool_get(struct aj__pool *p, uint16_t *idx)
         aj__q_remove(&sl->link);
         aj__q_insert_head(&p->full, &sl->link);
     }
-    *idx = (uint16_t)((size_t)(obj - slab_objects(sl)) / p->objsz);
+    *idx = (uint16_t)i;
     return obj;
 }
 
@@ -170,12 +185,14 @@ void aj__pool_put(void *obj, size_t objsz, uint16_t idx)
 {
     struct aj__slab *sl;
     struct aj__pool *p;
+    struct aj__free_obj *f = obj;
 
-    objsz = POOL_ROUND(objsz);
+    objsz = pool_objsz(objsz);
     sl = (struct aj__slab *)(void *)((char *)obj - (size_t)idx * objsz - SLAB_HDR);
     p = sl->pool;
-    *(void **)obj = sl->free;
-    sl->free = obj;
+    f->next = sl->free;
+    f->idx = idx;
+    sl->free = f;
     POOL_NOACCESS(sl, obj, objsz);
     if (sl->nlive-- == sl->nobj && p) {         /* full until now: has room */
         aj__q_remove(&sl->link);

@@ -13,7 +13,7 @@
  * not empty, so an idle scheduler never keeps event_base_dispatch() alive.
  *
  * A timer holds no pointer to its queue (every aj_job_wait carries a timer,
- * and 8 bytes less keeps a waiter in one small allocation class): when
+ * and 8 bytes less keeps a waiter to one 64-byte cache line, job.c): when
  * removing a timer leaves its neighbours equal, they are the queue's list
  * head, and the queue is found from it.
  */

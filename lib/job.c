@@ -938,18 +938,17 @@ AJ_EXPORT aj_scheduler *aj_job_scheduler(const aj_job *job)
     return job && aj__job_counted(job) ? job->owner.sched : NULL;
 }
 
-AJ_EXPORT void aj_job_set_cancel(aj_job *job, void (*cancel)(aj_job *, void *), void *cbarg)
+AJ_EXPORT int aj_job_set_cancel(aj_job *job, void (*cancel)(aj_job *, void *), void *cbarg)
 {
     struct aj__job_ext *ext;
 
-    if (!job)
-        return;
-    ext = aj__job_ext(job);
-    if (!ext) {
-        aj_log(EVENT_LOG_ERR, "aj_job_set_cancel(%s): out of memory, cancel hook unchanged",
-               aj_job_name(job));
-        return;
+    if (!job) {
+        errno = EINVAL;
+        return -1;
     }
+    ext = aj__job_ext(job);
+    if (!ext)
+        return -1;
     ext->cancel = cancel;
     ext->cancel_arg = cbarg;
     ext->cancel_set = 1;
@@ -958,6 +957,7 @@ AJ_EXPORT void aj_job_set_cancel(aj_job *job, void (*cancel)(aj_job *, void *), 
         job->call.flags |= AJ__JOB_CANCEL_OWED;
         aj__runq_push(job->owner.sched, &job->call);
     }
+    return 0;
 }
 
 AJ_EXPORT aj_job *aj_job_ref(aj_job *job)

@@ -194,12 +194,15 @@ oom:
            info->message ? info->message : "");
 }
 
-AJ_EXPORT void aj_scheduler_set_exception_handler(aj_scheduler *s, aj_exception_handler h, void *arg)
+AJ_EXPORT int aj_scheduler_set_exception_handler(aj_scheduler *s, aj_exception_handler h, void *arg)
 {
-    if (!s)
-        return;
+    if (!s) {
+        errno = EINVAL;
+        return -1;
+    }
     s->exc = h;
     s->exc_arg = h ? arg : NULL;
+    return 0;
 }
 
 AJ_EXPORT aj_exception_handler aj_scheduler_exception_handler(const aj_scheduler *s)

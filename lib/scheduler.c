@@ -117,12 +117,12 @@ AJ_EXPORT int aj_scheduler_set_job_timeout(aj_scheduler *s, const struct timeval
     return set_tv(&s->job_timeout, &s->has_job_timeout, tv);
 }
 
-AJ_EXPORT void aj_scheduler_set_done_callback(aj_scheduler *s, aj_job_done_cb cb, void *arg)
+AJ_EXPORT int aj_scheduler_set_done_callback(aj_scheduler *s, aj_job_done_cb cb, void *arg)
 {
-    if (!s)
-        return;
+    AJ__CHECK_S(s);
     s->done_cb = cb;
     s->done_arg = cb ? arg : NULL;
+    return 0;
 }
 
 const struct timeval *aj__sched_close_tv(const aj_scheduler *s)

@@ -978,6 +978,467 @@ START_TEST(refs_delay_release_until_the_last_unref)
 }
 END_TEST
 
+/* ---- revision 2: aj_scheduler_free from any callback (3.6) ---- */
+
+/*
+ * Which callback frees the scheduler, and of which job.  Every callback
+ * below frees it at its point and then goes on using what it was handed
+ * (the job above all), which must still be valid until it returns; then
+ * the loop runs to its end and every job must have been released exactly
+ * once (ASan and valgrind see any access to freed memory).
+ */
+enum free_at { FREE_NONE, FREE_START, FREE_CANCEL, FREE_RELEASE };
+static enum free_at free_at;
+static struct tjob *freer;
+static const char *name_after_free;
+
+static void free_sched_now(void)
+{
+    aj_scheduler *s = sched;
+    sched = NULL;
+    aj_scheduler_free(s);
+}
+
+static void f_start(aj_job *job, void *arg)
+{
+    tops.start(job, arg);
+    if (free_at == FREE_START && arg == freer) {
+        free_sched_now();
+        name_after_free = aj_job_name(job);     /* the job outlives its start */
+    }
+}
+
+static void f_cancel(aj_job *job, void *arg)
+{
+    tops.cancel(job, arg);
+    if (free_at == FREE_CANCEL && arg == freer) {
+        free_sched_now();
+        name_after_free = aj_job_name(job);
+    }
+}
+
+static void f_release(void *arg)
+{
+    tops.release(arg);
+    if (free_at == FREE_RELEASE && arg == freer && sched)
+        free_sched_now();
+}
+
+static const struct aj_job_ops fops = {
+    .name = "fjob", .start = f_start, .cancel = f_cancel, .release = f_release
+};
+
+static void free_wcb(aj_job *job, int error, void *result, void *cbarg)
+{
+    wrec_cb(job, error, result, cbarg);
+    if (sched)
+        free_sched_now();
+    name_after_free = aj_job_name(job);
+}
+
+static void free_scb(aj_scheduler *s, aj_job *job, int error, void *cbarg)
+{
+    sreq_cb(s, job, error, cbarg);
+    free_sched_now();
+    if (job)
+        name_after_free = aj_job_name(job);
+}
+
+static void free_ecb(aj_scheduler *s, const struct aj_error_info *info, void *arg)
+{
+    erec_cb(s, info, arg);
+    if (sched)
+        free_sched_now();
+    if (info->job)
+        name_after_free = aj_job_name(info->job);
+}
+
+static void free_dcb(aj_scheduler *s, aj_job *job, int error, void *result, void *arg)
+{
+    done_cb(s, job, error, result, arg);
+    if (sched)
+        free_sched_now();
+    name_after_free = aj_job_name(job);
+}
+
+/* Three jobs under limit 2: t[0] and t[1] run, t[2] waits. */
+static void spawn_three(struct tjob t[3], aj_job *j[3])
+{
+    int i;
+    memset(t, 0, 3 * sizeof *t);
+    free_at = FREE_NONE;
+    freer = &t[0];
+    name_after_free = NULL;
+    ck_assert_int_eq(aj_scheduler_set_limit(sched, 2), 0);
+    for (i = 0; i < 3; i++) {
+        t[i].ms = -1;
+        j[i] = aj_spawn(sched, &fops, &t[i]);
+        ck_assert_ptr_nonnull(j[i]);
+    }
+}
+
+static void assert_each_released_once(struct tjob *t, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        ck_assert_msg(t[i].released == 1, "job %d released %d times", i, t[i].released);
+    ck_assert_ptr_nonnull(name_after_free);
+    ck_assert_str_eq(name_after_free, "fjob");
+}
+
+START_TEST(free_inside_start)
+{
+    struct tjob t[3];
+    aj_job *j[3];
+    spawn_three(t, j);
+    free_at = FREE_START;
+    run();
+    ck_assert_ptr_null(sched);
+    ck_assert_int_eq(t[0].cancelled, 1);
+    ck_assert_int_eq(t[2].started, 0);
+    assert_each_released_once(t, 3);
+}
+END_TEST
+
+START_TEST(free_inside_cancel)
+{
+    struct tjob t[3];
+    aj_job *j[3];
+    spawn_three(t, j);
+    free_at = FREE_CANCEL;
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(aj_job_close(j[0], NULL, NULL, NULL), 0);
+    run();
+    ck_assert_ptr_null(sched);
+    ck_assert_int_eq(t[0].cancelled, 1);   /* not asked twice by the free */
+    ck_assert_int_eq(t[1].cancelled, 1);
+    assert_each_released_once(t, 3);
+}
+END_TEST
+
+START_TEST(free_inside_a_wait_callback)
+{
+    struct tjob t[3];
+    aj_job *j[3];
+    struct wrec w;
+    spawn_three(t, j);
+    memset(&w, 0, sizeof w);
+    t[0].ms = 1;
+    ck_assert_int_eq(aj_job_wait(j[0], NULL, free_wcb, &w), 0);
+    ck_assert_int_eq(aj_scheduler_set_done_callback(sched, done_cb, NULL), 0);
+    run();
+    ck_assert_ptr_null(sched);
+    ck_assert_int_eq(w.calls, 1);
+    ck_assert_int_eq(w.error, 0);
+    ck_assert_int_eq(done_calls, 0);        /* not after the free */
+    assert_each_released_once(t, 3);
+}
+END_TEST
+
+START_TEST(free_inside_a_close_callback_whose_close_timed_out)
+{
+    struct tjob t[3];
+    aj_job *j[3];
+    struct wrec w;
+    struct timeval ms5 = { 0, 5000 };
+    spawn_three(t, j);
+    memset(&w, 0, sizeof w);
+    t[0].stubborn = 1;
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(aj_job_close(j[0], &ms5, free_wcb, &w), 0);
+    run();                              /* from a timer this time */
+    ck_assert_ptr_null(sched);
+    ck_assert_int_eq(w.calls, 1);
+    ck_assert_int_eq(w.error, ETIMEDOUT);
+    ck_assert_int_eq(t[0].released, 0); /* let go: still running */
+    CALLV(aj_job_done(j[0], 0, NULL));
+    ck_assert_int_eq(t[0].released, 0); /* never inside aj_job_done */
+    run();
+    assert_each_released_once(t, 3);
+}
+END_TEST
+
+START_TEST(free_inside_a_spawn_callback)
+{
+    struct tjob t[4];
+    aj_job *j[3];
+    struct sreq r;
+    spawn_three(t, j);
+    memset(&t[3], 0, sizeof t[3]);
+    memset(&r, 0, sizeof r);
+    t[3].ms = -1;
+    ck_assert_int_eq(aj_scheduler_set_pending_limit(sched, 2), 0);
+    ck_assert_int_eq(aj_spawn_async(sched, &fops, &t[3], NULL, free_scb, &r), 0);
+    run();
+    ck_assert_ptr_null(sched);
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_int_eq(r.error, 0);
+    ck_assert_int_eq(t[3].started, 0);
+    assert_each_released_once(t, 4);
+}
+END_TEST
+
+START_TEST(free_inside_the_exception_handler)
+{
+    struct tjob t[3];
+    aj_job *j[3];
+    struct erec e;
+    spawn_three(t, j);
+    memset(&e, 0, sizeof e);
+    t[0].ms = 1;
+    t[0].error = EIO;                   /* nobody waits: reported */
+    ck_assert_int_eq(aj_scheduler_set_exception_handler(sched, free_ecb, &e), 0);
+    ck_assert_int_eq(aj_scheduler_set_done_callback(sched, done_cb, NULL), 0);
+    run();
+    ck_assert_ptr_null(sched);
+    ck_assert_int_eq(e.calls, 1);
+    ck_assert_int_eq(done_calls, 0);
+    assert_each_released_once(t, 3);
+}
+END_TEST
+
+START_TEST(free_inside_the_exception_handler_of_a_close_timeout)
+{
+    struct tjob t[3];
+    aj_job *j[3];
+    struct erec e;
+    struct timeval ms5 = { 0, 5000 };
+    spawn_three(t, j);
+    memset(&e, 0, sizeof e);
+    t[0].stubborn = t[1].stubborn = 1;
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(aj_scheduler_set_close_timeout(sched, &ms5), 0);
+    ck_assert_int_eq(aj_scheduler_set_exception_handler(sched, free_ecb, &e), 0);
+    ck_assert_int_eq(aj_scheduler_close(sched, closed_cb, NULL), 0);
+    run();
+    ck_assert_ptr_null(sched);
+    ck_assert_int_eq(e.calls, 1);       /* the first report frees */
+    ck_assert_int_eq(closed_calls, 1);  /* run by the free */
+    CALLV(aj_job_done(j[0], 0, NULL));
+    CALLV(aj_job_done(j[1], 0, NULL));
+    run();
+    assert_each_released_once(t, 3);
+}
+END_TEST
+
+START_TEST(free_inside_the_done_callback)
+{
+    struct tjob t[3];
+    aj_job *j[3];
+    spawn_three(t, j);
+    t[0].ms = 1;
+    ck_assert_int_eq(aj_scheduler_set_done_callback(sched, free_dcb, NULL), 0);
+    run();
+    ck_assert_ptr_null(sched);
+    ck_assert_int_eq(done_calls, 1);
+    assert_each_released_once(t, 3);
+}
+END_TEST
+
+START_TEST(free_inside_a_release)
+{
+    struct tjob t[3];
+    aj_job *j[3];
+    spawn_three(t, j);
+    t[0].ms = 1;
+    free_at = FREE_RELEASE;
+    run();
+    ck_assert_ptr_null(sched);
+    name_after_free = "fjob";           /* a release has no job to use */
+    assert_each_released_once(t, 3);
+}
+END_TEST
+
+START_TEST(free_inside_the_job_timeout_report)
+{
+    struct tjob t[3];
+    aj_job *j[3];
+    struct erec e;
+    struct timeval ms2 = { 0, 2000 };
+    spawn_three(t, j);
+    memset(&e, 0, sizeof e);
+    t[0].stubborn = 1;
+    ck_assert_int_eq(aj_job_set_timeout(j[0], &ms2), 0);
+    ck_assert_int_eq(aj_scheduler_set_close_timeout(sched, &ms2), 0);
+    ck_assert_int_eq(aj_scheduler_set_exception_handler(sched, free_ecb, &e), 0);
+    run();                              /* job timeout, close timeout, report */
+    ck_assert_ptr_null(sched);
+    ck_assert_int_eq(e.calls, 1);
+    ck_assert_int_eq(e.error, ETIMEDOUT);
+    CALLV(aj_job_done(j[0], 0, NULL));
+    run();
+    assert_each_released_once(t, 3);
+}
+END_TEST
+
+/* ---- revision 2: a let-go job's release when libevent cannot allocate ---- */
+
+static int lev_refuse;
+static void *lev_malloc(size_t n) { return lev_refuse ? NULL : malloc(n); }
+static void *lev_realloc(void *p, size_t n) { return lev_refuse ? NULL : realloc(p, n); }
+static void lev_free(void *p) { free(p); }
+
+START_TEST(release_of_a_let_go_job_never_runs_inside_job_done_even_without_memory)
+{
+    struct tjob t[2];
+    aj_job *j[2];
+    struct timeval ms2 = { 0, 2000 };
+    int i;
+    memset(t, 0, sizeof t);
+    for (i = 0; i < 2; i++) {
+        t[i].ms = -1;
+        t[i].stubborn = 1;
+        j[i] = aj_spawn(sched, &tops, &t[i]);
+    }
+    aj_job_ref(j[1]);
+    ck_assert_int_eq(aj_scheduler_set_close_timeout(sched, &ms2), 0);
+    ck_assert_int_eq(aj_scheduler_close(sched, closed_cb, NULL), 0);
+    run();                              /* both let go */
+    ck_assert_int_eq(closed_calls, 1);
+    /* libevent's allocator (event_base_once's) refuses from here on. */
+    event_set_mem_functions(lev_malloc, lev_realloc, lev_free);
+    lev_refuse = 1;
+    CALLV(aj_job_done(j[0], 0, NULL));
+    CALLV(aj_job_done(j[1], 0, NULL));
+    CALLV(aj_job_unref(j[1]));
+    lev_refuse = 0;
+    ck_assert_int_eq(t[0].released + t[1].released, 0);
+    run();
+    event_set_mem_functions(NULL, NULL, NULL);
+    ck_assert_int_eq(t[0].released, 1);
+    ck_assert_int_eq(t[1].released, 1);
+}
+END_TEST
+
+/* ---- revision 2: cancel hooks called once per close (3.4) ---- */
+
+struct hookrec {
+    int a, b;
+    aj_job *job;
+};
+
+static void rearm_self(aj_job *job, void *cbarg)
+{
+    struct hookrec *h = cbarg;
+    CB_ENTER();
+    h->a++;
+    ck_assert_int_eq(aj_job_set_cancel(job, rearm_self, h), 0);
+    if (h->a >= 50)                     /* revision 1 spun: stop it here */
+        aj_job_done(job, ECANCELED, NULL);
+}
+
+START_TEST(cancel_hook_rearmed_inside_itself_is_called_once)
+{
+    struct tjob t;
+    struct hookrec h;
+    struct wrec w;
+    struct timeval ms5 = { 0, 5000 };
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    memset(&h, 0, sizeof h);
+    memset(&w, 0, sizeof w);
+    t.ms = -1;
+    job = aj_spawn(sched, &tops, &t);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(CALL(aj_job_set_cancel(job, rearm_self, &h)), 0);
+    ck_assert_int_eq(CALL(aj_job_close(job, &ms5, wrec_cb, &w)), 0);
+    run();
+    ck_assert_int_eq(h.a, 1);
+    ck_assert_int_eq(w.error, ETIMEDOUT);
+    CALLV(aj_job_done(job, ECANCELED, NULL));
+    run();
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+static void hook_b(aj_job *job, void *cbarg);
+static void hook_a(aj_job *job, void *cbarg)
+{
+    struct hookrec *h = cbarg;
+    CB_ENTER();
+    h->a++;
+    ck_assert_int_eq(aj_job_set_cancel(job, hook_b, h), 0);     /* next state */
+}
+
+static void hook_b(aj_job *job, void *cbarg)
+{
+    struct hookrec *h = cbarg;
+    CB_ENTER();
+    h->b++;
+    ck_assert_int_eq(aj_job_set_cancel(job, hook_a, h), 0);     /* back: heard */
+    if (h->b == 1)
+        h->job = job;                   /* the test finishes it */
+}
+
+START_TEST(each_hook_pair_is_called_at_most_once_per_close)
+{
+    struct tjob t;
+    struct hookrec h, h2;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    memset(&h, 0, sizeof h);
+    memset(&h2, 0, sizeof h2);
+    t.ms = -1;
+    ck_assert_int_eq(aj_scheduler_set_close_timeout(sched, NULL), 0);
+    job = aj_spawn(sched, &tops, &t);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(aj_job_set_cancel(job, hook_a, &h), 0);
+    ck_assert_int_eq(aj_job_close(job, NULL, NULL, NULL), 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(h.a, 1);
+    ck_assert_int_eq(h.b, 1);
+    /* The same function with another cbarg is another hook: called once. */
+    ck_assert_int_eq(CALL(aj_job_set_cancel(job, hook_b, &h2)), 0);
+    ck_assert_int_eq(h2.b, 0);          /* from the loop, not inside */
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(h2.b, 1);
+    ck_assert_int_eq(h.a + h.b, 2);
+    CALLV(aj_job_done(job, ECANCELED, NULL));
+    run();
+    ck_assert_int_eq(h.a + h.b + h2.a + h2.b, 3);
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+START_TEST(a_job_done_before_its_queued_hook_never_gets_it)
+{
+    struct tjob t;
+    struct hookrec h;
+    aj_job *job;
+    memset(&t, 0, sizeof t);
+    memset(&h, 0, sizeof h);
+    t.ms = -1;
+    t.stubborn = 1;
+    job = aj_spawn(sched, &tops, &t);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(aj_job_close(job, NULL, NULL, NULL), 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(t.cancelled, 1);
+    ck_assert_int_eq(CALL(aj_job_set_cancel(job, hook_a, &h)), 0);   /* queued */
+    CALLV(aj_job_done(job, ECANCELED, NULL));
+    run();
+    ck_assert_int_eq(h.a, 0);
+    ck_assert_int_eq(t.released, 1);
+}
+END_TEST
+
+START_TEST(setters_return_int_and_fail_with_einval)
+{
+    errno = 0;
+    ck_assert_int_eq(aj_job_set_cancel(NULL, other_cancel, NULL), -1);
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_int_eq(aj_scheduler_set_exception_handler(NULL, erec_cb, NULL), -1);
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_int_eq(aj_scheduler_set_done_callback(NULL, done_cb, NULL), -1);
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_int_eq(aj_scheduler_set_exception_handler(sched, NULL, NULL), 0);
+    ck_assert_int_eq(aj_scheduler_set_done_callback(sched, NULL, NULL), 0);
+}
+END_TEST
+
 static Suite *contract_suite(void)
 {
     Suite *s = suite_create("contract");
@@ -1025,6 +1486,25 @@ static Suite *contract_suite(void)
     tcase_add_test(tc, per_job_timeout_overrides_the_scheduler);
     tcase_add_test(tc, done_callback_runs_after_waiters_and_for_discarded_jobs);
     tcase_add_test(tc, refs_delay_release_until_the_last_unref);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("revision2");
+    tcase_add_checked_fixture(tc, harness_setup, harness_teardown);
+    tcase_add_test(tc, free_inside_start);
+    tcase_add_test(tc, free_inside_cancel);
+    tcase_add_test(tc, free_inside_a_wait_callback);
+    tcase_add_test(tc, free_inside_a_close_callback_whose_close_timed_out);
+    tcase_add_test(tc, free_inside_a_spawn_callback);
+    tcase_add_test(tc, free_inside_the_exception_handler);
+    tcase_add_test(tc, free_inside_the_exception_handler_of_a_close_timeout);
+    tcase_add_test(tc, free_inside_the_done_callback);
+    tcase_add_test(tc, free_inside_a_release);
+    tcase_add_test(tc, free_inside_the_job_timeout_report);
+    tcase_add_test(tc, release_of_a_let_go_job_never_runs_inside_job_done_even_without_memory);
+    tcase_add_test(tc, cancel_hook_rearmed_inside_itself_is_called_once);
+    tcase_add_test(tc, each_hook_pair_is_called_at_most_once_per_close);
+    tcase_add_test(tc, a_job_done_before_its_queued_hook_never_gets_it);
+    tcase_add_test(tc, setters_return_int_and_fail_with_einval);
     suite_add_tcase(s, tc);
     return s;
 }

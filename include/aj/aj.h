@@ -270,10 +270,16 @@ AJ_EXPORT aj_scheduler *aj_job_scheduler(const aj_job *job);
  * Replaces the job's cancel hook (cancel NULL = not interruptible); a state
  * machine re-arms it per state.  cbarg is passed to the hook instead of the
  * job's arg.  If a close was already asked for and the job is still running,
- * a non-NULL new hook is called (from the loop), so no state misses the
- * cancellation.
+ * a hook that differs from every hook already called for that close (another
+ * function or another cbarg) is called once, from the loop, so no state
+ * misses the cancellation; setting a hook already called (e.g. the hook
+ * re-arming itself) calls nothing.  Each (cancel, cbarg) pair is called at
+ * most once per close, and a job that calls aj_job_done before a queued hook
+ * runs never gets it.  Returns 0, or -1 with errno EINVAL (job NULL) or
+ * ENOMEM; on failure the old hook stays, so the caller learns that the job
+ * is not re-armed.
  */
-AJ_EXPORT void aj_job_set_cancel(aj_job *job, void (*cancel)(aj_job *, void *), void *cbarg);
+AJ_EXPORT int aj_job_set_cancel(aj_job *job, void (*cancel)(aj_job *, void *), void *cbarg);
 
 /* Takes a reference: the job is not released before the matching unref.
  * Returns job. */
@@ -301,9 +307,10 @@ typedef void (*aj_exception_handler)(aj_scheduler *s, const struct aj_error_info
  * close its owner did not ask for (scheduler close/free, job timeout) found
  * it still running after the close timeout ("Job closing timed out").
  * info and its strings are valid during the call only.  NULL restores the
- * default, which logs one line through aj_log().
+ * default, which logs one line through aj_log().  The handler may call
+ * aj_scheduler_free(s).  Returns 0, or -1 with errno EINVAL (s NULL).
  */
-AJ_EXPORT void aj_scheduler_set_exception_handler(aj_scheduler *s, aj_exception_handler h, void *arg);
+AJ_EXPORT int aj_scheduler_set_exception_handler(aj_scheduler *s, aj_exception_handler h, void *arg);
 /* The handler set, or NULL when the default is in use. */
 AJ_EXPORT aj_exception_handler aj_scheduler_exception_handler(const aj_scheduler *s);
 /*
@@ -408,9 +415,10 @@ typedef void (*aj_job_done_cb)(aj_scheduler *s, aj_job *job, int error, void *re
  * Sets the callback called from the loop once for every job that finishes,
  * after its waiters, with its outcome; jobs discarded before they started are
  * reported with ECANCELED.  Jobs let go by a close are not reported.
- * NULL removes it.
+ * NULL removes it.  The callback may call aj_scheduler_free(s).  Returns 0,
+ * or -1 with errno EINVAL (s NULL).
  */
-AJ_EXPORT void aj_scheduler_set_done_callback(aj_scheduler *s, aj_job_done_cb cb, void *arg);
+AJ_EXPORT int aj_scheduler_set_done_callback(aj_scheduler *s, aj_job_done_cb cb, void *arg);
 
 #ifdef __cplusplus
 }

@@ -137,7 +137,8 @@ int aj__runq_init(aj_scheduler *s);
  *                      FINISHED ──refs 0, no waiters──► release
  *
  *   RUNNING/CLOSING ──scheduler close gives up──► LET_GO ──aj_job_done──►
- *   LET_GO_DONE ──refs 0──► release (from the loop, without the scheduler)
+ *   LET_GO_DONE ──refs 0──► release (from the scheduler's run queue, which
+ *   outlives aj_scheduler_free until the last let-go job is released)
  */
 enum aj__job_state {
     AJ__JOB_EMBRYO,        /* allocated by aj_spawn_async, not admitted yet */
@@ -165,10 +166,11 @@ struct aj__job_ext;
 
 struct aj_job {
     struct aj__call call;           /* run queue / pending queue + state */
-    struct aj__q node;              /* s->jobs while counted, then s->finished */
-    union {
-        aj_scheduler *sched;        /* until let go */
-        struct event_base *base;    /* LET_GO, LET_GO_DONE */
+    struct aj__q node;              /* s->jobs while counted, then s->finished,
+                                     * or s->let_go once let go */
+    struct {
+        aj_scheduler *sched;        /* always: a let-go job's keeps its run
+                                     * queue alive after aj_scheduler_free */
     } owner;
     const struct aj_job_ops *ops;
     void *arg;
@@ -179,6 +181,12 @@ struct aj_job {
     uint32_t refs;
     uint16_t pool_idx;              /* its place in its slab (pool.c) */
     /* With AJ__JOB_WSLOT, room for one struct aj__waiter follows (job.c). */
+};
+
+/* A cancel hook: the function and its cbarg. */
+struct aj__hook {
+    void (*fn)(aj_job *, void *);
+    void *arg;
 };
 
 /* Extras most jobs never need: one allocation when first needed. */
@@ -195,6 +203,13 @@ struct aj__job_ext {
     uint8_t timer_closing;                    /* timer now counts the close */
     void **frames;                            /* debug: spawn stack */
     int nframes;
+    /* The hooks called during the job's close (each pair at most once,
+     * SPEC 3.4): heard[0..nheard), room for capheard; heard points at
+     * heard1 until a second one is needed.  While a call is owed
+     * (AJ__JOB_CANCEL_OWED) there is room for one more. */
+    struct aj__hook *heard;
+    uint32_t nheard, capheard;
+    struct aj__hook heard1;
 };
 
 static inline enum aj__job_state aj__job_state(const aj_job *job)
@@ -223,7 +238,13 @@ void aj__job_discard_silently(aj_job *job);
 void aj__job_deliver_waiters(aj_job *job, int forced_error);
 void aj__job_free_release(aj_job *job);
 void aj__job_release_or_orphan(aj_job *job);
-void aj__job_cancel_now(aj_job *job);
+/* Calls the job's current cancel hook unless that pair was already called
+ * during this close; from_loop as for aj__job_unhold. */
+void aj__job_cancel_now(aj_job *job, int from_loop);
+/* Drops a reference the library held across a callback (refs++ before it);
+ * a job whose last reference that was, and that is owed its release, is
+ * released now: callers are on the loop, never inside an aj_* call. */
+void aj__job_unhold(aj_job *job);
 
 /* ---- spawn.c ---- */
 struct aj__spawn_req {
@@ -281,6 +302,7 @@ struct aj_scheduler {
     struct aj__q spawn_reqs;        /* queued aj_spawn_async requests */
     struct aj__q timerqs;           /* struct aj__timerq */
     struct aj__q closers;           /* struct aj__closer owed a call */
+    struct aj__q let_go;            /* LET_GO and LET_GO_DONE jobs (job->node) */
     size_t ntimerqs;
 
     size_t limit, pending_limit;
@@ -290,7 +312,7 @@ struct aj_scheduler {
     uint8_t has_close_timeout, has_wait_timeout, has_job_timeout;
     uint8_t debug;
     uint8_t runq_scheduled;         /* runq_ev is active or armed */
-    uint8_t freeing;
+    uint8_t freeing;                /* aj_scheduler_free ran (or runs) */
     uint8_t wait_hint;              /* > 0: new jobs get a waiter slot (job.c) */
     uint8_t phase;                  /* enum aj__phase */
 
@@ -305,7 +327,12 @@ struct aj_scheduler {
     void *done_arg;
 
     struct aj_stats stats;
-    int *dead;                      /* set to 1 when freed under a dispatch */
+    /* How many of the scheduler's loop callbacks (runq_cb, timerq_cb) are
+     * on the stack.  aj_scheduler_free inside a user callback does all it
+     * must at once, but the memory those frames still use is reclaimed
+     * (aj__sched_reclaim) only once the count is back to 0 and no let-go
+     * job is left to release, as libuv defers a close. */
+    uint32_t depth;
     struct aj__pool job_pools[2];   /* job memory: [1] with a waiter slot */
 };
 
@@ -314,5 +341,9 @@ void aj__sched_job_left(aj_scheduler *s);
 void aj__sched_close_done_run(aj_scheduler *s);
 void aj__sched_drained_run(aj_scheduler *s);
 const struct timeval *aj__sched_close_tv(const aj_scheduler *s);
+/* Frees a freed scheduler's memory if nothing uses it any more: no loop
+ * callback of it on the stack, no let-go job still to release.  Callers
+ * touch nothing of s afterwards. */
+void aj__sched_reclaim(aj_scheduler *s);
 
 #endif /* AJ_INTERNAL_H */

@@ -11,7 +11,12 @@
  *  - a job is on the run queue at most once; what the loop does with it
  *    depends on its state when it gets there (aj__job_run);
  *  - release runs exactly once, from the loop (or aj_scheduler_free), when
- *    the job is FINISHED or LET_GO_DONE, has no waiter and no reference.
+ *    the job is FINISHED or LET_GO_DONE, has no waiter and no reference;
+ *  - while a user callback of a job runs (start, cancel, a waiter, the
+ *    exception handler, the done callback, a spawn callback) the library
+ *    holds a reference on it, so that aj_scheduler_free inside the callback
+ *    cannot release the job under it; after every such callback the caller
+ *    checks s->freeing before it touches anything else.
  */
 #include "aj-internal.h"
 
@@ -158,16 +163,16 @@ static AJ__ALWAYS_INLINE void job_move(aj_job *job, enum aj__job_state to)
         break;
     case AJ__JOB_LET_GO:
         aj__q_remove(&job->node);
+        aj__q_insert_tail(&s->let_go, &job->node);
         s->stats.cancelled++;
-        job->owner.base = s->base;
         aj__sched_job_left(s);
         break;
     case AJ__JOB_LET_GO_DONE:
         if (from == AJ__JOB_FINISHING || from == AJ__JOB_FINISHED) {
             aj__q_remove(&job->node);
+            aj__q_insert_tail(&s->let_go, &job->node);
             if (job->call.queued)
                 aj__runq_remove(s, &job->call);
-            job->owner.base = s->base;
         }
         break;
     default:
@@ -249,6 +254,8 @@ static void ext_free(struct aj__job_ext *ext)
 {
     if (!ext)
         return;
+    if (ext->heard != &ext->heard1)
+        aj__free(ext->heard);
     aj__free(ext->name);
     aj__free(ext->frames);
     aj__free(ext);
@@ -270,6 +277,16 @@ struct aj__job_ext *aj__job_ext(aj_job *job)
             return NULL;
         aj__timer_init(&ext->timer, job_timer_fire);
         ext->job = job;
+        ext->heard = &ext->heard1;
+        ext->capheard = 1;
+        /* Made during a close whose hook was called (ops->cancel, since
+         * there was no ext to hold another): that pair was heard. */
+        if (aj__job_state(job) == AJ__JOB_CLOSING && !(job->call.flags & AJ__JOB_CANCEL_OWED) &&
+            job->ops->cancel) {
+            ext->heard1.fn = job->ops->cancel;
+            ext->heard1.arg = job->arg;
+            ext->nheard = 1;
+        }
         job->ext = ext;
     }
     return job->ext;
@@ -320,18 +337,69 @@ static void job_start(aj_scheduler *s, aj_job *job)
     job->ops->start(job, job->arg);
 }
 
-/* Calls the job's cancel hook, whichever is current. */
-void aj__job_cancel_now(aj_job *job)
+static int hook_heard(const struct aj__job_ext *ext, void (*fn)(aj_job *, void *), void *arg)
+{
+    uint32_t i;
+
+    for (i = 0; i < ext->nheard; i++)
+        if (ext->heard[i].fn == fn && ext->heard[i].arg == arg)
+            return 1;
+    return 0;
+}
+
+/* Room for one more heard hook: 0, or -1 with ENOMEM. */
+static int hook_reserve(struct aj__job_ext *ext)
+{
+    struct aj__hook *h;
+    uint32_t cap;
+
+    if (ext->nheard < ext->capheard)
+        return 0;
+    cap = ext->capheard * 2;
+    if (ext->heard == &ext->heard1) {
+        h = aj__malloc(cap * sizeof *h);
+        if (h)
+            h[0] = ext->heard1;
+    } else {
+        h = aj__realloc(ext->heard, cap * sizeof *h);
+    }
+    if (!h)
+        return -1;
+    ext->heard = h;
+    ext->capheard = cap;
+    return 0;
+}
+
+/* Calls the job's cancel hook, whichever is current, unless that pair was
+ * already called during this close (SPEC 3.4). */
+void aj__job_cancel_now(aj_job *job, int from_loop)
 {
     struct aj__job_ext *ext = job->ext;
+    void (*fn)(aj_job *, void *);
+    void *arg;
 
     job->call.flags &= (uint8_t)~AJ__JOB_CANCEL_OWED;
     if (ext && ext->cancel_set) {
-        if (ext->cancel)
-            ext->cancel(job, ext->cancel_arg);
-    } else if (job->ops->cancel) {
-        job->ops->cancel(job, job->arg);
+        fn = ext->cancel;
+        arg = ext->cancel_arg;
+    } else {
+        fn = job->ops->cancel;
+        arg = job->arg;
     }
+    if (!fn)
+        return;
+    if (ext) {                      /* without ext: the first, ops' pair */
+        if (hook_heard(ext, fn, arg))
+            return;
+        if (ext->nheard < ext->capheard)    /* room was reserved */
+            ext->heard[ext->nheard++] = (struct aj__hook){ fn, arg };
+    }
+    job->refs++;
+    fn(job, arg);
+    if (from_loop)
+        aj__job_unhold(job);
+    else
+        job->refs--;                /* aj_scheduler_free releases it */
 }
 
 /* ------------------------------------------------------------------ */
@@ -453,9 +521,12 @@ static struct aj__waiter *waiter_new(aj_job *job, enum aj__waiter_kind kind, aj_
     return w;
 }
 
-static void release_soon(aj_job *job);
-
-/* A job's reference or waiter went away: release it if that was the last. */
+/*
+ * A job's reference or waiter went away: release it if that was the last.
+ * from_loop: the caller runs from the loop, not inside an aj_* call, so
+ * the release may run now; else it is queued on the scheduler's run queue
+ * (which a freed scheduler keeps for its let-go jobs: aj__sched_reclaim).
+ */
 static void job_maybe_release(aj_job *job, int from_loop)
 {
     if (job->refs || job->waiters || job->call.queued)
@@ -464,17 +535,22 @@ static void job_maybe_release(aj_job *job, int from_loop)
     case AJ__JOB_FINISHED:
         if (job->owner.sched->freeing)
             return;                 /* aj_scheduler_free releases it */
+        /* fall through */
+    case AJ__JOB_LET_GO_DONE:
         if (from_loop)
             aj__job_free_release(job);
         else
             aj__runq_push(job->owner.sched, &job->call);
         break;
-    case AJ__JOB_LET_GO_DONE:
-        release_soon(job);
-        break;
     default:
         break;
     }
+}
+
+void aj__job_unhold(aj_job *job)
+{
+    if (--job->refs == 0)
+        job_maybe_release(job, 1);
 }
 
 /* w's timer ends its wait: it gets ETIMEDOUT now.  `gave_up`: a close's
@@ -531,40 +607,56 @@ static void close_timer_fire(struct aj__timer *t)
 /* Finishing, reporting, releasing                                     */
 /* ------------------------------------------------------------------ */
 
+/* Waiters, report, done callback.  Any of them may free s: then the job
+ * is LET_GO_DONE (aj_scheduler_free let it go, our reference held it) and
+ * nothing else is called. */
 static void job_report(aj_scheduler *s, aj_job *job)
 {
     int err = job->call.error;
 
     job->refs++;
     aj__job_deliver_waiters(job, 0);
-    if (!(job->call.flags & AJ__JOB_EXPLICIT) && err != 0 && err != ECANCELED)
+    if (s->freeing)
+        goto out;
+    if (!(job->call.flags & AJ__JOB_EXPLICIT) && err != 0 && err != ECANCELED) {
         aj__report_job(s, job, AJ__MSG_FAILED, err);
-    if (s->done_cb)
+        if (s->freeing)
+            goto out;
+    }
+    if (s->done_cb) {
         s->done_cb(s, job, err, job->result, s->done_arg);
+        if (s->freeing)
+            goto out;
+    }
     job_move(job, AJ__JOB_FINISHED);
+out:
     job->refs--;
 }
 
 /* Runs whatever the loop owes the job, by its state. */
 void aj__job_run(aj_scheduler *s, aj_job *job)
 {
-    int *dead = s->dead;            /* runq_cb's: set if start() frees s */
-
     switch (aj__job_state(job)) {
     case AJ__JOB_STARTING:
+        job->refs++;                /* start may free s: the job stays */
         job_start(s, job);
+        if (s->freeing) {
+            aj__job_unhold(job);
+            return;
+        }
+        job->refs--;
         /* A job that finished inside its own start() is reported now,
          * from the loop as always, rather than behind every call queued
          * meanwhile: the job is still in cache, where a million queued
          * starts later it would be fetched from memory again. */
-        if ((dead && *dead) || aj__job_state(job) != AJ__JOB_FINISHING)
+        if (aj__job_state(job) != AJ__JOB_FINISHING)
             return;
         aj__runq_remove(s, &job->call);
         job_report(s, job);
         break;
     case AJ__JOB_CLOSING:
         if (job->call.flags & AJ__JOB_CANCEL_OWED)
-            aj__job_cancel_now(job);
+            aj__job_cancel_now(job, 1);
         return;
     case AJ__JOB_FINISHING:
         job_report(s, job);
@@ -572,12 +664,17 @@ void aj__job_run(aj_scheduler *s, aj_job *job)
     case AJ__JOB_FINISHED:
         aj__job_deliver_waiters(job, 0);
         break;
+    case AJ__JOB_LET_GO_DONE:       /* its release was queued */
+        break;
     default:
         return;
     }
     job_maybe_release(job, 1);
 }
 
+/* Frees the job (out of s->finished or s->let_go), then calls release.  A
+ * freed scheduler is reclaimed by its loop callback's frame, which is on
+ * the stack: callers come from the loop or aj_scheduler_free. */
 void aj__job_free_release(aj_job *job)
 {
     const struct aj_job_ops *ops = job->ops;
@@ -594,32 +691,9 @@ void aj__job_free_release(aj_job *job)
         ops->release(arg);
 }
 
-static void release_cb(evutil_socket_t fd, short what, void *arg)
-{
-    aj_job *job = arg;
-    AJ__UNUSED(fd);
-    AJ__UNUSED(what);
-    if (job->refs == 0)
-        aj__job_free_release(job);
-    else
-        job->call.queued = 0;       /* a ref came back: the last unref releases */
-}
-
-/* Releases a job that has no scheduler any more, from its base's loop. */
-static void release_soon(aj_job *job)
-{
-    if (job->call.queued)
-        return;
-    job->call.queued = 1;           /* a release is on its way */
-    if (event_base_once(job->owner.base, -1, EV_TIMEOUT, release_cb, job, NULL) < 0) {
-        aj_log(EVENT_LOG_ERR, "job %s: cannot schedule its release on the loop; releasing now",
-               aj_job_name(job));
-        aj__job_free_release(job);
-    }
-}
-
 /* aj_scheduler_free: a finished job is released now, or, if references are
- * still held, when the last one is dropped (from its base's loop). */
+ * still held, when the last one is dropped (from the freed scheduler's run
+ * queue, which stays for it). */
 void aj__job_release_or_orphan(aj_job *job)
 {
     aj__runq_remove(job->owner.sched, &job->call);
@@ -941,6 +1015,7 @@ AJ_EXPORT aj_scheduler *aj_job_scheduler(const aj_job *job)
 AJ_EXPORT int aj_job_set_cancel(aj_job *job, void (*cancel)(aj_job *, void *), void *cbarg)
 {
     struct aj__job_ext *ext;
+    int call;
 
     if (!job) {
         errno = EINVAL;
@@ -949,11 +1024,19 @@ AJ_EXPORT int aj_job_set_cancel(aj_job *job, void (*cancel)(aj_job *, void *), v
     ext = aj__job_ext(job);
     if (!ext)
         return -1;
+    /* A close already asked for (and heard by an earlier hook) reaches a
+     * hook not yet called during it; a hook already called hears nothing
+     * more, even when it re-arms itself.  Room to record the call is taken
+     * now, so that the call cannot fail later. */
+    call = cancel && aj__job_state(job) == AJ__JOB_CLOSING &&
+           !(job->call.flags & AJ__JOB_CANCEL_OWED) && !job->owner.sched->freeing &&
+           !hook_heard(ext, cancel, cbarg);
+    if (call && hook_reserve(ext) < 0)
+        return -1;                  /* the old hook stays */
     ext->cancel = cancel;
     ext->cancel_arg = cbarg;
     ext->cancel_set = 1;
-    /* A close already asked for reaches the hook of the new state too. */
-    if (cancel && aj__job_state(job) == AJ__JOB_CLOSING && !job->owner.sched->freeing) {
+    if (call) {
         job->call.flags |= AJ__JOB_CANCEL_OWED;
         aj__runq_push(job->owner.sched, &job->call);
     }

@@ -91,7 +91,8 @@ static void call_handler(aj_scheduler *s, const struct aj_error_info *info)
         default_handler(info);
 }
 
-/* Reports a job now (the caller runs from the loop). */
+/* Reports a job now (the caller runs from the loop).  The handler may free
+ * s: callers check s->freeing before they touch job or s again. */
 void aj__report_job(aj_scheduler *s, aj_job *job, const char *message, int error)
 {
     struct aj_error_info info;
@@ -111,10 +112,10 @@ void aj__report_job(aj_scheduler *s, aj_job *job, const char *message, int error
         }
     }
 #endif
-    job->refs++;
+    job->refs++;                    /* the handler may free s: the job stays */
     call_handler(s, &info);
-    job->refs--;
-    free(symbols);                  /* backtrace_symbols uses malloc */
+    free(symbols);
+    aj__job_unhold(job);                  /* backtrace_symbols uses malloc */
 }
 
 void aj__report_drop(struct aj__report *r)

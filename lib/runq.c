@@ -17,6 +17,12 @@
  *
  * Invariant: s->runq_scheduled is set exactly when runq_ev is active or
  * pending, and the queue is non-empty only while it is set.
+ *
+ * After aj_scheduler_free the queue carries only the releases of jobs the
+ * scheduler let go (aj__job_run): the scheduler's memory, this event with
+ * it, stays until the last of them (aj__sched_reclaim), so a release never
+ * needs memory that could be refused (event_base_once) and never runs
+ * inside aj_job_done or aj_job_unref.
  */
 #include "aj-internal.h"
 
@@ -28,7 +34,7 @@ void aj__runq_push(aj_scheduler *s, struct aj__call *c)
         return;
     c->queued = 1;
     aj__q_insert_tail(&s->runq, &c->link);
-    if (!s->runq_scheduled && !s->freeing) {
+    if (!s->runq_scheduled) {
         s->runq_scheduled = 1;
         event_active(s->runq_ev, EV_TIMEOUT, 1);
     }
@@ -46,13 +52,14 @@ void aj__runq_remove(aj_scheduler *s, struct aj__call *c)
 static void runq_cb(evutil_socket_t fd, short what, void *arg)
 {
     aj_scheduler *s = arg;
-    int dead = 0;
-    int *outer = s->dead;           /* a nested loop may drain too */
     int budget = AJ__RUNQ_BUDGET;
     AJ__UNUSED(fd);
     AJ__UNUSED(what);
 
-    s->dead = &dead;
+    /* s stays allocated while depth > 0, even if a callback below frees it
+     * (aj_scheduler_free then empties the queue but for the releases of
+     * let-go jobs, which are still ours to run). */
+    s->depth++;
     while (budget-- > 0 && !aj__q_empty(&s->runq)) {
         struct aj__call *c = aj__q_data(s->runq.next, struct aj__call, link);
         aj__q_remove(&c->link);
@@ -74,19 +81,19 @@ static void runq_cb(evutil_socket_t fd, short what, void *arg)
             aj__sched_drained_run(s);
             break;
         }
-        if (dead) {                 /* aj_scheduler_free ran in a callback */
-            if (outer)
-                *outer = 1;
-            return;
-        }
     }
-    s->dead = outer;
+    s->depth--;
     if (aj__q_empty(&s->runq)) {
         s->runq_scheduled = 0;
     } else {
         static const struct timeval zero = { 0, 0 };
-        event_add(s->runq_ev, &zero);
+        /* event_add may need memory (libevent's timer heap); without it
+         * the queue still drains, only without polling in between. */
+        if (event_add(s->runq_ev, &zero) < 0)
+            event_active(s->runq_ev, EV_TIMEOUT, 1);
     }
+    if (s->freeing)
+        aj__sched_reclaim(s);       /* touches nothing of s afterwards */
 }
 
 int aj__runq_init(aj_scheduler *s)

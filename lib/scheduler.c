@@ -43,6 +43,7 @@ AJ_EXPORT aj_scheduler *aj_scheduler_new(struct event_base *base)
     aj__q_init(&s->spawn_reqs);
     aj__q_init(&s->timerqs);
     aj__q_init(&s->closers);
+    aj__q_init(&s->let_go);
     aj__job_pools_init(s);
     s->limit = 100;
     s->pending_limit = 10000;
@@ -244,10 +245,15 @@ static void close_timer_fire(struct aj__timer *t)
     while (!aj__q_empty(&s->jobs)) {
         aj_job *job = aj__q_data(s->jobs.next, aj_job, node);
         s->stats.close_timeouts++;
-        if (!(job->call.flags & AJ__JOB_EXPLICIT))
+        if (!(job->call.flags & AJ__JOB_EXPLICIT)) {
             aj__report_job(s, job, AJ__MSG_TIMED_OUT, ETIMEDOUT);
+            if (s->freeing)
+                return;             /* the handler freed s: all is done */
+        }
         if (aj__job_counted(job))   /* the handler may have finished it */
             aj__job_let_go(job, ETIMEDOUT);
+        if (s->freeing)
+            return;                 /* so did a waiter */
     }
     check_close_done(s);
 }
@@ -267,8 +273,6 @@ void aj__sched_drained_run(aj_scheduler *s)
 
 void aj__sched_close_done_run(aj_scheduler *s)
 {
-    int *dead = s->dead;
-
     s->phase = AJ__CLOSED;
     aj__timer_stop(&s->close_timer);
     while (!aj__q_empty(&s->closers)) {
@@ -278,8 +282,8 @@ void aj__sched_close_done_run(aj_scheduler *s)
         aj__q_remove(&c->link);
         aj__free(c);
         cb(s, arg);                 /* may free s: the usual pattern */
-        if (dead && *dead)
-            return;
+        if (s->freeing)
+            return;                 /* the free called the other closers */
     }
 }
 
@@ -340,6 +344,40 @@ AJ_EXPORT int aj_scheduler_wait_and_close(aj_scheduler *s, const struct timeval 
 
 /* ---- free ---- */
 
+/* Calls the waiters still owed by the jobs on q (s->finished or s->let_go),
+ * each list walked once even as callbacks change it. */
+static void deliver_all(struct aj__q *q, int let_go)
+{
+    struct aj__q local;
+
+    aj__q_init(&local);
+    aj__q_move_all(q, &local);
+    while (!aj__q_empty(&local)) {
+        aj_job *job = aj__q_data(local.next, aj_job, node);
+        aj__q_remove(&job->node);
+        aj__q_insert_tail(q, &job->node);
+        if (let_go)
+            aj__job_deliver_waiters(job, ESHUTDOWN);
+        else
+            aj__job_deliver_waiters(job, (job->call.flags & AJ__JOB_DISCARDED) ? ECANCELED : 0);
+    }
+}
+
+/*
+ * The memory of a freed scheduler: once no loop callback of it is on the
+ * stack (depth) and no let-go job is left to release from its run queue.
+ */
+void aj__sched_reclaim(aj_scheduler *s)
+{
+    if (!s->freeing || s->depth > 0 || !aj__q_empty(&s->let_go))
+        return;
+    aj__timers_free(s);
+    aj__pool_destroy(&s->job_pools[0]);     /* every job is gone by now */
+    aj__pool_destroy(&s->job_pools[1]);
+    event_free(s->runq_ev);
+    aj__free(s);
+}
+
 AJ_EXPORT void aj_scheduler_free(aj_scheduler *s)
 {
     struct aj__q local, *n, *next;
@@ -347,8 +385,6 @@ AJ_EXPORT void aj_scheduler_free(aj_scheduler *s)
     if (!s || s->freeing)
         return;
     s->freeing = 1;
-    if (s->dead)
-        *s->dead = 1;               /* the run queue stops touching s */
     if (s->phase < AJ__CLOSING)
         s->phase = AJ__CLOSING;     /* spawns fail from now on */
     aj__timer_stop(&s->close_timer);
@@ -371,16 +407,21 @@ AJ_EXPORT void aj_scheduler_free(aj_scheduler *s)
         aj_job *job = aj__q_data(local.next, aj_job, node);
         aj__q_remove(&job->node);
         aj__q_insert_tail(&s->jobs, &job->node);
-        aj__job_cancel_now(job);    /* may finish it, or others */
+        aj__job_cancel_now(job, 0); /* may finish it, or others */
     }
 
     /* 2. Spawn requests, waiting or with an outcome not yet delivered; and
      *    whatever else the run queue holds. */
     while (!aj__q_empty(&s->spawn_reqs))
         aj__spawn_req_free_now(s, aj__q_data(s->spawn_reqs.next, struct aj__spawn_req, link));
-    while (!aj__q_empty(&s->runq)) {
-        struct aj__call *c = aj__q_data(s->runq.next, struct aj__call, link);
+    aj__q_move_all(&s->runq, &local);
+    while (!aj__q_empty(&local)) {
+        struct aj__call *c = aj__q_data(local.next, struct aj__call, link);
         aj__q_remove(&c->link);
+        if (c->kind == AJ__CALL_JOB && aj__job_state((aj_job *)c) == AJ__JOB_LET_GO_DONE) {
+            aj__q_insert_tail(&s->runq, &c->link);  /* a release: still owed */
+            continue;
+        }
         c->queued = 0;
         if (c->kind == AJ__CALL_SPAWN_REQ)
             aj__spawn_req_free_now(s, (struct aj__spawn_req *)c);
@@ -397,14 +438,11 @@ AJ_EXPORT void aj_scheduler_free(aj_scheduler *s)
             aj__job_let_go(job, ESHUTDOWN);
     }
 
-    /* 4. Every waiter still owed, then the closers, then the releases. */
-    aj__q_move_all(&s->finished, &local);
-    while (!aj__q_empty(&local)) {
-        aj_job *job = aj__q_data(local.next, aj_job, node);
-        aj__q_remove(&job->node);
-        aj__q_insert_tail(&s->finished, &job->node);
-        aj__job_deliver_waiters(job, (job->call.flags & AJ__JOB_DISCARDED) ? ECANCELED : 0);
-    }
+    /* 4. Every waiter still owed (a job let go earlier may be in the middle
+     *    of its delivery, in a callback that called this), then the closers,
+     *    then the releases. */
+    deliver_all(&s->let_go, 1);
+    deliver_all(&s->finished, 0);
     while (!aj__q_empty(&s->closers)) {
         struct aj__closer *c = aj__q_data(s->closers.next, struct aj__closer, link);
         aj__q_remove(&c->link);
@@ -414,9 +452,16 @@ AJ_EXPORT void aj_scheduler_free(aj_scheduler *s)
     while (!aj__q_empty(&s->finished))
         aj__job_release_or_orphan(aj__q_data(s->finished.next, aj_job, node));
 
-    aj__timers_free(s);
-    aj__pool_destroy(&s->job_pools[0]);     /* jobs still referenced keep */
-    aj__pool_destroy(&s->job_pools[1]);     /* their slabs */
-    event_free(s->runq_ev);
-    aj__free(s);
+    /* 5. From now on the run queue carries only the releases of let-go jobs
+     *    (queued when they finished and dropped their last reference). */
+    aj__q_move_all(&s->runq, &local);
+    while (!aj__q_empty(&local)) {
+        struct aj__call *c = aj__q_data(local.next, struct aj__call, link);
+        aj__q_remove(&c->link);
+        if (c->kind == AJ__CALL_JOB && aj__job_state((aj_job *)c) == AJ__JOB_LET_GO_DONE)
+            aj__q_insert_tail(&s->runq, &c->link);
+        else
+            c->queued = 0;
+    }
+    aj__sched_reclaim(s);           /* now, or when the last user is done */
 }

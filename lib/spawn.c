@@ -138,7 +138,9 @@ void aj__spawn_req_run(aj_scheduler *s, struct aj__spawn_req *req)
         cb(s, NULL, error, cbarg);
     } else {
         job->call.flags &= (uint8_t)~AJ__JOB_UNANNOUNCED;
+        job->refs++;                /* cb may free s: the job stays till it returns */
         cb(s, job, 0, cbarg);
+        aj__job_unhold(job);
     }
 }
 

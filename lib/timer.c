@@ -60,18 +60,28 @@ static int64_t monotonic_now(void)
     return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
-/* One tick of the clock in microseconds, added to every deadline. */
+/*
+ * One tick of the clock in microseconds, added to every deadline.  Computed
+ * once per process; schedulers on several threads may race to compute it,
+ * so it is read and written atomically (relaxed: every racer stores the
+ * same value, and nothing else is published through it).  A plain static
+ * was a data race, undefined in C11 and reported by ThreadSanitizer.
+ */
+static int64_t aj__tick = -1;
+
 static int64_t clock_tick(void)
 {
-    static int64_t tick = -1;
+    int64_t tick = __atomic_load_n(&aj__tick, __ATOMIC_RELAXED);
     if (tick < 0) {
-        int64_t t = 1;
 #ifdef AJ__CLOCK
         struct timespec res;
-        if (clock_getres(AJ__CLOCK, &res) == 0 && res.tv_sec == 0)
-            t = (res.tv_nsec + 999) / 1000;
 #endif
-        tick = t;   /* racing threads compute the same value */
+        tick = 1;
+#ifdef AJ__CLOCK
+        if (clock_getres(AJ__CLOCK, &res) == 0 && res.tv_sec == 0)
+            tick = (res.tv_nsec + 999) / 1000;
+#endif
+        __atomic_store_n(&aj__tick, tick, __ATOMIC_RELAXED);
     }
     return tick;
 }
@@ -125,6 +135,9 @@ static void timerq_cb(evutil_socket_t fd, short what, void *arg)
     AJ__UNUSED(fd);
     AJ__UNUSED(what);
 
+    /* tq and s stay allocated while depth > 0, even if a callback below
+     * frees the scheduler (runq.c). */
+    s->depth++;
     tq->firing = 1;
     while (!aj__q_empty(&tq->timers)) {
         struct aj__timer *t = aj__q_data(tq->timers.next, struct aj__timer, link);
@@ -132,9 +145,14 @@ static void timerq_cb(evutil_socket_t fd, short what, void *arg)
             break;
         aj__q_remove(&t->link);
         t->fire(t);   /* may start and stop timers, on this queue too */
+        if (s->freeing)
+            break;    /* every timer of s was stopped */
     }
     tq->firing = 0;
-    if (!aj__q_empty(&tq->timers))
+    s->depth--;
+    if (s->freeing)
+        aj__sched_reclaim(s);       /* touches nothing of s afterwards */
+    else if (!aj__q_empty(&tq->timers))
         timerq_arm(tq, now);
     else if (s->ntimerqs > AJ__TIMERQ_KEEP)
         timerq_free(tq);

@@ -1288,8 +1288,10 @@ START_TEST(release_of_a_let_go_job_never_runs_inside_job_done_even_without_memor
     for (i = 0; i < 2; i++) {
         t[i].ms = -1;
         t[i].stubborn = 1;
+        t[i].tag = i ? "b" : "a";
         j[i] = aj_spawn(sched, &tops, &t[i]);
     }
+    event_base_loop(base, EVLOOP_NONBLOCK);     /* both start */
     aj_job_ref(j[1]);
     ck_assert_int_eq(aj_scheduler_set_close_timeout(sched, &ms2), 0);
     ck_assert_int_eq(aj_scheduler_close(sched, closed_cb, NULL), 0);
@@ -1302,7 +1304,7 @@ START_TEST(release_of_a_let_go_job_never_runs_inside_job_done_even_without_memor
     CALLV(aj_job_done(j[1], 0, NULL));
     CALLV(aj_job_unref(j[1]));
     lev_refuse = 0;
-    ck_assert_int_eq(t[0].released + t[1].released, 0);
+    ck_assert_msg(t[0].released + t[1].released == 0, "released inside: %s", trace);
     run();
     event_set_mem_functions(NULL, NULL, NULL);
     ck_assert_int_eq(t[0].released, 1);
@@ -1394,9 +1396,16 @@ START_TEST(each_hook_pair_is_called_at_most_once_per_close)
     event_base_loop(base, EVLOOP_NONBLOCK);
     ck_assert_int_eq(h2.b, 1);
     ck_assert_int_eq(h.a + h.b, 2);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    /* hook_b(h2) armed hook_a(h2): a new pair, called once; it armed
+     * hook_b(h2) again, which was heard. */
+    ck_assert_int_eq(h2.a, 1);
+    ck_assert_int_eq(h2.b, 1);
     CALLV(aj_job_done(job, ECANCELED, NULL));
     run();
-    ck_assert_int_eq(h.a + h.b + h2.a + h2.b, 3);
+    ck_assert_int_eq(h.a, 1);
+    ck_assert_int_eq(h.b, 1);
+    ck_assert_int_eq(h2.a + h2.b, 2);
     ck_assert_int_eq(t.released, 1);
 }
 END_TEST

@@ -1111,13 +1111,14 @@ static void op_set_cancel(struct rng *r)
     if (!j)
         return;
     {
-        long logs = oom_logs;
         uint8_t hook = j->hook, hook_null = j->hook_null;
+        int rc;
         none = chance(r, 20);
         j->hook = hooks[below(r, 3)];
         j->hook_null = (uint8_t)none;
-        APIV(aj_job_set_cancel(j->job, none ? NULL : m_cancel, j));
-        if (oom_logs != logs) {     /* out of memory: hook unchanged */
+        rc = API(aj_job_set_cancel(j->job, none ? NULL : m_cancel, j));
+        if (rc < 0) {               /* out of memory: hook unchanged */
+            MCHECK(errno == ENOMEM, "set_cancel: -1 with errno %d", errno);
             j->hook = hook;
             j->hook_null = hook_null;
         }

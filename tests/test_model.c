@@ -348,6 +348,8 @@ struct mjob {
     int outcome;                    /* as the done callback reported it */
     int refs, waiters_owed, cancels, reported, done_cbs;
     int report_refs;                /* undelivered reports naming it */
+    int in_cb;                      /* callbacks of it running: the library
+                                     * holds it (SPEC 3.6: released after) */
     int token;                      /* &token is the job's result */
 };
 
@@ -422,14 +424,14 @@ struct totals;
 enum {
     C_WAIT_TIMEOUT, C_CLOSE_TIMEOUT, C_SPAWN_TIMEOUT, C_LET_GO, C_FREE_LET_GO,
     C_CLOSE_TIMED_OUT_REPORT, C_FAILED_REPORT, C_DISCARDED, C_FREE_IN_CLOSE_CB, C_ORPHANS,
-    C_JOB_TIMEOUTS, C_TIMELY, C_NCOUNTERS
+    C_JOB_TIMEOUTS, C_TIMELY, C_FREE_IN_CB, C_REARM, C_NCOUNTERS
 };
 #ifndef AJ_MODEL_FUZZ
 static const char *const counter_names[C_NCOUNTERS] = {
     "waits timed out", "closes timed out", "spawn requests timed out", "jobs let go by a close",
     "jobs let go by free", "close timeouts reported", "failures reported", "jobs discarded",
     "frees from a close callback", "jobs orphaned by free", "job timeouts fired",
-    "timeouts kept on time"
+    "timeouts kept on time", "frees from another callback", "cancel hooks re-armed inside"
 };
 #endif
 static struct totals {
@@ -580,6 +582,22 @@ static int p_let_go(const struct mjob *j) { return live_job(j) && j->started && 
 
 static void inner_action(struct rng *r);
 static void model_done(struct mjob *j, int err);
+static void do_free(struct msched *ms);
+
+/*
+ * Revision 2: aj_scheduler_free from any callback of the scheduler or of
+ * its jobs (SPEC 3.6).  Now and then a callback frees its own scheduler
+ * (not from inside aj_scheduler_free, which is running it already); do_free
+ * then checks what free promises, and every later callback of it is
+ * checked against ms->freed as after any free.
+ */
+static void maybe_free_here(struct msched *ms)
+{
+    if (ms->freed || ms->freeing || !chance(&M.cbrng, 2))
+        return;
+    counters[C_FREE_IN_CB]++;
+    do_free(ms);
+}
 
 static void m_start(aj_job *job, void *arg)
 {
@@ -607,10 +625,13 @@ static void m_start(aj_job *job, void *arg)
     }
     job_timeout_lost = 0;
     TRACE("start j%d", j->id);
+    j->in_cb++;
     if (j->finish_in_start)
         model_done(j, j->start_err);
     else
         inner_action(&M.cbrng);
+    maybe_free_here(ms);
+    j->in_cb--;
     cb_end(f);
 }
 
@@ -623,8 +644,19 @@ static void m_cancel(aj_job *job, void *arg)
     MCHECK(!j->ms->freed, "j%d: cancel after aj_scheduler_free", j->id);
     MCHECK(j->started && !j->done, "j%d: cancel of a job not running", j->id);
     MCHECK(!j->hook_null, "j%d: cancel hook called though removed", j->id);
+    /* Every hook of the model is the pair (m_cancel, j), and a job has one
+     * close: each pair at most once per close (SPEC 3.4). */
+    MCHECK(j->cancels == 0, "j%d: cancel hook called %d times", j->id, j->cancels + 1);
     j->cancels++;
     TRACE("cancel j%d (hook %d)", j->id, j->hook);
+    j->in_cb++;
+    if (chance(&M.cbrng, 30)) {
+        /* a state machine re-arming its hook inside it: never called again */
+        int rc = API(aj_job_set_cancel(job, m_cancel, j));
+        MCHECK(rc == 0 || oom_ok(errno), "j%d: re-arm failed: %s", j->id, strerror(errno));
+        counters[C_REARM]++;
+        TRACE("cancel j%d re-arms itself -> %d", j->id, rc);
+    }
     switch (j->hook) {
     case H_HONOUR:
         model_done(j, ECANCELED);
@@ -636,6 +668,8 @@ static void m_cancel(aj_job *job, void *arg)
         break;
     }
     inner_action(&M.cbrng);
+    maybe_free_here(j->ms);
+    j->in_cb--;
     cb_end(f);
 }
 
@@ -668,6 +702,7 @@ static void m_release(void *arg)
                    j->reported);
     }
     j->released = 1;
+    maybe_free_here(ms);
     cb_end(f);
 }
 
@@ -741,7 +776,10 @@ static void m_wait_cb(aj_job *job, int err, void *result, void *cbarg)
         counters[w->kind == W_WAIT ? C_WAIT_TIMEOUT : C_CLOSE_TIMEOUT]++;
         counters[C_TIMELY] += w->watch != TIMELY_OFF;
     }
+    j->in_cb++;
     inner_action(&M.cbrng);
+    maybe_free_here(j->ms);
+    j->in_cb--;
     cb_end(f);
 }
 
@@ -772,7 +810,10 @@ static void m_spawn_cb(aj_scheduler *s, aj_job *job, int err, void *cbarg)
             ms->cancelled++;
             counters[C_DISCARDED]++;
         }
+        j->in_cb++;
         inner_action(&M.cbrng);
+        maybe_free_here(ms);
+        j->in_cb--;
     } else {
         MCHECK(err == ETIMEDOUT || err == ESHUTDOWN, "j%d: spawn callback error %d", j->id, err);
         MCHECK(err != ETIMEDOUT || j->req_timeout, "j%d: ETIMEDOUT without a timeout", j->id);
@@ -780,6 +821,7 @@ static void m_spawn_cb(aj_scheduler *s, aj_job *job, int err, void *cbarg)
         MCHECK(err != ESHUTDOWN || aj_scheduler_closed(s), "j%d: ESHUTDOWN while open", j->id);
         j->refused = 1;
         ms->rejected++;
+        maybe_free_here(ms);
     }
     cb_end(f);
 }
@@ -828,7 +870,15 @@ static void m_exc(aj_scheduler *s, const struct aj_error_info *info, void *arg)
             counters[C_CLOSE_TIMED_OUT_REPORT]++;
         }
     }
-    inner_action(&M.cbrng);
+    {
+        struct mjob *hj = info->job ? rec_of(info->job) : NULL;
+        if (hj)
+            hj->in_cb++;
+        inner_action(&M.cbrng);
+        maybe_free_here(ms);
+        if (hj)
+            hj->in_cb--;
+    }
     cb_end(f);
 }
 
@@ -855,6 +905,9 @@ static void m_done_cb(aj_scheduler *s, aj_job *job, int err, void *result, void 
                j->done_err);
     else
         MCHECK(err == ECANCELED && !result, "j%d: discarded job reported %d", j->id, err);
+    j->in_cb++;
+    maybe_free_here(ms);
+    j->in_cb--;
     cb_end(f);
 }
 
@@ -1355,7 +1408,7 @@ static void do_free(struct msched *ms)
         MCHECK(j->waiters_owed == 0, "j%d: %d waiter(s) owed after free", j->id, j->waiters_owed);
         MCHECK(!j->req_pending, "j%d: request owed after free", j->id);
         if (j->admitted && !j->released) {
-            MCHECK((j->started && !j->done_in) || j->refs > 0 || j->report_refs > 0,
+            MCHECK((j->started && !j->done_in) || j->refs > 0 || j->report_refs > 0 || j->in_cb > 0,
                    "j%d: neither released nor let go by free (started %d done %d refs %d)", j->id,
                    j->started, j->done, j->refs);
             j->orphan_ok = 1;

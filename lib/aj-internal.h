@@ -92,6 +92,8 @@ void aj__timer_init(struct aj__timer *t, void (*fire)(struct aj__timer *));
 int aj__timer_start(aj_scheduler *s, struct aj__timer *t, const struct timeval *after);
 void aj__timer_stop(struct aj__timer *t);
 static inline int aj__timer_running(const struct aj__timer *t) { return aj__q_linked(&t->link); }
+/* Sets up s's timer queues and its clock tick (aj_scheduler_new). */
+void aj__timers_init(aj_scheduler *s);
 void aj__timers_free(aj_scheduler *s);
 int aj__timeval_valid(const struct timeval *tv);
 
@@ -304,6 +306,7 @@ struct aj_scheduler {
     struct aj__q closers;           /* struct aj__closer owed a call */
     struct aj__q let_go;            /* LET_GO and LET_GO_DONE jobs (job->node) */
     size_t ntimerqs;
+    int64_t tick_us;                /* the clock's resolution (timer.c) */
 
     size_t limit, pending_limit;
     size_t nactive, npending;

@@ -41,7 +41,7 @@ AJ_EXPORT aj_scheduler *aj_scheduler_new(struct event_base *base)
     aj__q_init(&s->finished);
     aj__q_init(&s->pending);
     aj__q_init(&s->spawn_reqs);
-    aj__q_init(&s->timerqs);
+    aj__timers_init(s);
     aj__q_init(&s->closers);
     aj__q_init(&s->let_go);
     aj__job_pools_init(s);

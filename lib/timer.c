@@ -61,29 +61,28 @@ static int64_t monotonic_now(void)
 }
 
 /*
- * One tick of the clock in microseconds, added to every deadline.  Computed
- * once per process; schedulers on several threads may race to compute it,
- * so it is read and written atomically (relaxed: every racer stores the
- * same value, and nothing else is published through it).  A plain static
- * was a data race, undefined in C11 and reported by ThreadSanitizer.
+ * One tick of the clock in microseconds, added to every deadline.  Asked
+ * of the clock once per scheduler (aj__timers_init), not once per process:
+ * a process-wide value that the first of several threads computes is a
+ * data race in C11 (revision 1 had one, which ThreadSanitizer and helgrind
+ * report); per-scheduler state is thread-clean with no atomics.
  */
-static int64_t aj__tick = -1;
-
 static int64_t clock_tick(void)
 {
-    int64_t tick = __atomic_load_n(&aj__tick, __ATOMIC_RELAXED);
-    if (tick < 0) {
+    int64_t tick = 1;
 #ifdef AJ__CLOCK
-        struct timespec res;
+    struct timespec res;
+    if (clock_getres(AJ__CLOCK, &res) == 0 && res.tv_sec == 0)
+        tick = (res.tv_nsec + 999) / 1000;
 #endif
-        tick = 1;
-#ifdef AJ__CLOCK
-        if (clock_getres(AJ__CLOCK, &res) == 0 && res.tv_sec == 0)
-            tick = (res.tv_nsec + 999) / 1000;
-#endif
-        __atomic_store_n(&aj__tick, tick, __ATOMIC_RELAXED);
-    }
     return tick;
+}
+
+void aj__timers_init(aj_scheduler *s)
+{
+    aj__q_init(&s->timerqs);
+    s->ntimerqs = 0;
+    s->tick_us = clock_tick();
 }
 
 /* tv in microseconds (a valid timeval: tv_usec below 1000000), at most
@@ -228,7 +227,7 @@ int aj__timer_start(aj_scheduler *s, struct aj__timer *t, const struct timeval *
     if (emptied && emptied != tq)   /* never free the queue just picked */
         timerq_emptied(emptied);
     now = monotonic_now();
-    t->deadline = now + tv_us(after) + clock_tick();
+    t->deadline = now + tv_us(after) + s->tick_us;
     was_empty = aj__q_empty(&tq->timers);
     aj__q_insert_tail(&tq->timers, &t->link);
     if (was_empty)

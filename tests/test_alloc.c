@@ -910,6 +910,67 @@ ALLOC_TEST(every_allocation_failure_in_wait_and_close_is_clean, sc_wait_and_clos
 ALLOC_TEST(every_allocation_failure_before_scheduler_free_is_clean, sc_scheduler_free)
 ALLOC_TEST(every_allocation_failure_in_job_timeouts_is_clean, sc_job_timeout)
 
+/* ------------------------------------------------------------------ */
+/* aj_job_set_cancel (revision 2: -1 with ENOMEM, the old hook stays)   */
+/* ------------------------------------------------------------------ */
+
+static int hook_calls[3];
+
+static void hook_cb(aj_job *job, void *cbarg)
+{
+    int which = (int)(long)cbarg;
+    hook_calls[which]++;
+    if (which == 2)                 /* the last state honours the close */
+        fjob_done(aj_job_arg(job), ECANCELED);
+}
+
+/* Sets a hook; on ENOMEM the call took nothing, and a retry works. */
+static void set_hook(aj_job *job, int which)
+{
+    if (aj_job_set_cancel(job, hook_cb, (void *)(long)which) < 0) {
+        failed_with_enomem("aj_job_set_cancel");
+        ck_assert_int_eq(aj_job_set_cancel(job, hook_cb, (void *)(long)which), 0);
+    }
+}
+
+/* A job re-arms its hook per state, before and during a close: the first
+ * set makes the job's extras, the one after the close was heard needs room
+ * to remember a second heard hook. */
+static int sc_set_cancel(long n)
+{
+    aj_scheduler *s;
+    aj_job *job;
+
+    begin_run(n);
+    memset(hook_calls, 0, sizeof hook_calls);
+    s = new_sched();
+    fj[0].ms = -1;
+    fj[0].stubborn = 1;
+    job = spawn(s, &fjob_ops_noname, &fj[0]);
+    run();
+    set_hook(job, 0);
+    set_hook(job, 1);
+    close_job(job, NULL, &rc[0]);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ck_assert_int_eq(hook_calls[1], 1);     /* the hook of the state it was in */
+    ck_assert_int_eq(hook_calls[0], 0);
+    ck_assert_int_eq(fj[0].cancelled, 0);
+    set_hook(job, 2);                       /* a new state: called once */
+    set_hook(job, 1);                       /* heard already: nothing */
+    set_hook(job, 2);
+    run();
+    ck_assert_int_eq(hook_calls[1], 1);
+    ck_assert_int_eq(hook_calls[2], 1);
+    ck_assert_int_eq(rc[0].calls, 1);
+    ck_assert_int_eq(rc[0].error, 0);
+    canary(s, &fj[1]);
+    check_stats(s);
+    aj_scheduler_free(s);
+    return end_run();
+}
+
+ALLOC_TEST(every_allocation_failure_in_set_cancel_is_clean, sc_set_cancel)
+
 int main(void)
 {
     Suite *su = suite_create("alloc");
@@ -930,6 +991,7 @@ int main(void)
     tcase_add_test(tc, every_allocation_failure_in_wait_and_close_is_clean);
     tcase_add_test(tc, every_allocation_failure_before_scheduler_free_is_clean);
     tcase_add_test(tc, every_allocation_failure_in_job_timeouts_is_clean);
+    tcase_add_test(tc, every_allocation_failure_in_set_cancel_is_clean);
     suite_add_tcase(su, tc);
     return run_suite(su);
 }

@@ -43,25 +43,41 @@ static const struct aj_job_ops atomic_ops = {
     .release = atomic_release,
 };
 
+static const char *status_reason(int code)
+{
+    switch (code) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
+    }
+}
+
+/*
+ * A reply the adapter makes itself (SPEC 4.2): a fresh response.  Whatever
+ * the handler put into the response so far (a Set-Cookie, its own
+ * Content-Length, part of a body) is discarded first, so none of it reaches
+ * the client with the error and the framing stays right for keep-alive.
+ * evhttp_send_error() would drop our own headers: evhttp_send_reply().
+ */
 void ajh__send_status(struct evhttp_request *req, int code, int retry_after, int close)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    const char *reason = code == 503 ? "Service Unavailable" : "Internal Server Error";
-    struct evbuffer *body = evbuffer_new();
+    struct evbuffer *out = evhttp_request_get_output_buffer(req);
+    const char *reason = status_reason(code);
 
-    /* evhttp_send_error() would drop these headers: evhttp_send_reply(). */
+    evhttp_clear_headers(h);
+    evbuffer_drain(out, evbuffer_get_length(out));
     if (retry_after)
         evhttp_add_header(h, "Retry-After", "1");
     if (close)
         evhttp_add_header(h, "Connection", "close");
-    if (body) {
-        evhttp_remove_header(h, "Content-Type");
-        evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
-        evbuffer_add_printf(body, "%d %s\n", code, reason);
-    }
-    evhttp_send_reply(req, code, reason, body);
-    if (body)
-        evbuffer_free(body);
+    evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
+    /* Into the request's own buffer: no allocation that could fail. */
+    evbuffer_add_printf(out, "%d %s\n", code, reason);
+    evhttp_send_reply(req, code, reason, NULL);
 }
 
 /* What routes point at once their server was shut down and forgotten. */

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -1199,6 +1200,154 @@ START_TEST(gencb_runs_unmatched_requests_as_jobs)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Replies the adapter makes are fresh responses (SPEC 4.2)              */
+/* ------------------------------------------------------------------ */
+
+struct raw_reader {
+    int fd;
+    char buf[4096];
+    size_t len;
+    int eof;
+    struct event *ev;
+};
+
+/* Length of the first complete response in buf, 0 if not complete. */
+static size_t response_length(const char *buf, size_t len)
+{
+    const char *end = NULL, *cl;
+    size_t i, hdr, body = 0;
+
+    for (i = 0; i + 3 < len; i++)
+        if (memcmp(buf + i, "\r\n\r\n", 4) == 0) {
+            end = buf + i;
+            break;
+        }
+    if (!end)
+        return 0;
+    hdr = (size_t)(end - buf) + 4;
+    for (cl = buf; cl && cl < end; cl = strstr(cl + 1, "\r\n"))
+        if (strncasecmp(cl, "\r\nContent-Length:", 17) == 0) {
+            body = strtoul(cl + 17, NULL, 10);
+            break;
+        }
+    return len >= hdr + body ? hdr + body : 0;
+}
+
+static void raw_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct raw_reader *rr = arg;
+    ssize_t n;
+
+    (void)what;
+    n = recv(fd, rr->buf + rr->len, sizeof rr->buf - 1 - rr->len, 0);
+    if (n > 0) {
+        rr->len += (size_t)n;
+        rr->buf[rr->len] = '\0';
+        if (!response_length(rr->buf, rr->len))
+            return;
+    } else {
+        rr->eof = 1;
+    }
+    event_del(rr->ev);
+    one_less();
+}
+
+/* Writes `request` on fd and reads one whole response (or EOF) into
+ * out, with the Date header's value replaced by "X". */
+static void raw_exchange(int fd, const char *request, char *out, size_t outsz)
+{
+    struct raw_reader rr;
+    size_t n;
+    char *d, *e;
+
+    memset(&rr, 0, sizeof rr);
+    rr.fd = fd;
+    rr.ev = event_new(base, fd, EV_READ | EV_PERSIST, raw_read_cb, &rr);
+    event_add(rr.ev, NULL);
+    ck_assert_int_eq(write(fd, request, strlen(request)), (ssize_t)strlen(request));
+    outstanding++;
+    {
+        struct timeval ten = { 10, 0 };
+        struct event *t = evtimer_new(base, safety, NULL);
+
+        evtimer_add(t, &ten);
+        event_base_dispatch(base);
+        event_free(t);
+    }
+    event_free(rr.ev);
+    ck_assert_msg(!timed_out, "no whole response in 10 s, got %zu bytes: %s", rr.len, rr.buf);
+    n = response_length(rr.buf, rr.len);
+    ck_assert_msg(n == rr.len, "expected exactly one response, got %zu bytes: %s", rr.len, rr.buf);
+    d = strstr(rr.buf, "\r\nDate: ");
+    if (d && (e = strstr(d + 2, "\r\n")) != NULL)
+        memmove(d + 9, e, strlen(e) + 1), d[8] = 'X';
+    snprintf(out, outsz, "%s", rr.buf);
+}
+
+/* Starts a response the way a handler would (a secret cookie, its own
+ * framing, part of a JSON body), then fails (arg "fail") or goes slow
+ * past the wait timeout (arg "slow"). */
+static void h_half_built(aj_job *job, struct evhttp_request *req, void *arg)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+
+    evhttp_add_header(h, "Set-Cookie", "session=secret");
+    evhttp_add_header(h, "Content-Type", "application/json");
+    evhttp_add_header(h, "Content-Length", "40");
+    evbuffer_add_printf(evhttp_request_get_output_buffer(req), "{\"partial\":");
+    if (strcmp(arg, "fail") == 0) {
+        handler_calls++;
+        aj_job_done(job, EIO, NULL);
+    } else {
+        h_later(job, req, "5000");
+    }
+}
+
+#define GET_KEEPALIVE(path) "GET " path " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+START_TEST(error_replies_are_fresh_responses_and_keep_the_connection_usable)
+{
+    int port, fd;
+    struct evhttp *http = server(&port);
+    aj_scheduler *s = aj_evhttp_setup(http, base);
+    struct timeval wt = { 0, 50000 };
+    char out[4096];
+
+    aj_scheduler_set_wait_timeout(s, &wt);
+    ck_assert_int_eq(aj_atomic(http, "/fail", h_half_built, "fail"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/slow", h_half_built, "slow"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/ok", h_say, "fine"), 0);
+    fd = raw_connect(port);
+
+    raw_exchange(fd, GET_KEEPALIVE("/fail"), out, sizeof out);
+    ck_assert_str_eq(out, "HTTP/1.1 500 Internal Server Error\r\n"
+                          "Content-Type: text/plain; charset=utf-8\r\n"
+                          "Date: X\r\n"
+                          "Content-Length: 26\r\n"
+                          "\r\n"
+                          "500 Internal Server Error\n");
+    /* the same keep-alive connection, framed right: the next answer */
+    raw_exchange(fd, GET_KEEPALIVE("/ok"), out, sizeof out);
+    ck_assert_msg(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "\r\n\r\nfine") != NULL, "%s", out);
+
+    /* the wait timeout's 503, after the handler set Content-Length: 40 */
+    raw_exchange(fd, GET_KEEPALIVE("/slow"), out, sizeof out);
+    ck_assert_str_eq(out, "HTTP/1.1 503 Service Unavailable\r\n"
+                          "Retry-After: 1\r\n"
+                          "Content-Type: text/plain; charset=utf-8\r\n"
+                          "Date: X\r\n"
+                          "Content-Length: 24\r\n"
+                          "\r\n"
+                          "503 Service Unavailable\n");
+    raw_exchange(fd, GET_KEEPALIVE("/ok"), out, sizeof out);
+    ck_assert_msg(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", out);
+    close(fd);
+    shutdown_and_free(http);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* Threads: each with its own base, server and scheduler                */
 /* ------------------------------------------------------------------ */
 
@@ -1353,6 +1502,7 @@ static Suite *evhttp_suite(void)
     tcase_add_test(tc, reply_rejects_foreign_jobs_and_second_replies);
     tcase_add_test(tc, gencb_runs_unmatched_requests_as_jobs);
     tcase_add_test(tc, two_threads_each_with_its_own_base_and_server);
+    tcase_add_test(tc, error_replies_are_fresh_responses_and_keep_the_connection_usable);
     suite_add_tcase(su, tc);
     return su;
 }

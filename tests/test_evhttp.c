@@ -506,7 +506,10 @@ START_TEST(nested_vhosts_choose_own_parent_or_no_scheduler)
     sched_a = aj_evhttp_setup(va, base);
     ck_assert_ptr_nonnull(sched_root);
     ck_assert_ptr_nonnull(sched_a);
-    ck_assert_int_eq(evhttp_add_server_alias(va, "alias-of-a.test"), 0);
+    ck_assert_int_eq(aj_evhttp_add_server_alias(va, "alias-of-a.test"), 0);
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_add_server_alias(va, "ALIAS-of-a.test"), -1);
+    ck_assert_int_eq(errno, EEXIST);
     errno = 0;
     ck_assert_int_eq(aj_evhttp_add_virtual_host(root, "again", vb), -1);
     ck_assert_int_eq(errno, EEXIST);
@@ -545,16 +548,22 @@ START_TEST(nested_vhosts_choose_own_parent_or_no_scheduler)
     ck_assert_int_eq(curl_code(&c1), 200);
     ck_assert_msg(strstr(c1.out, "\r\n\r\na:a") != NULL, "curl: %s", c1.out);
     ck_assert_msg(strstr(c2.out, "\r\n\r\nb:root:root") != NULL, "curl: %s", c2.out);
-    /* the alias probe left libevent's alias in place */
-    ck_assert_int_eq(evhttp_remove_server_alias(va, "alias-of-a.test"), 0);
-    ck_assert_int_eq(evhttp_add_server_alias(va, "alias-of-a.test"), 0);
+    /* removed through the adapter: from libevent and the records */
+    ck_assert_int_eq(aj_evhttp_remove_server_alias(va, "alias-of-a.test"), 0);
+    ck_assert_int_eq(evhttp_remove_server_alias(va, "alias-of-a.test"), -1);
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_remove_server_alias(va, "alias-of-a.test"), -1);
+    ck_assert_int_eq(errno, ENOENT);
+    get(port, "alias-of-a.test", "/w", &r[4]);
+    run();
+    ck_assert_str_eq(r[4].body, "root:root:root");
 
     /* a vhost nested under a vhost, reached through its own alias: no
      * scheduler of its own, so its parent's (a), not the root's */
     {
         struct resp deep[2];
 
-        ck_assert_int_eq(evhttp_add_server_alias(vc, "c-alias.test"), 0);
+        ck_assert_int_eq(aj_evhttp_add_server_alias(vc, "c-alias.test"), 0);
         ck_assert_ptr_null(aj_evhttp_get_scheduler_from_server(vc));
         get(port, "c-alias.test", "/w", &deep[0]);
         get(port, "c-alias.test", "/p", &deep[1]);
@@ -1348,6 +1357,510 @@ START_TEST(error_replies_are_fresh_responses_and_keep_the_connection_usable)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Records that never go stale (SPEC 4.1)                               */
+/* ------------------------------------------------------------------ */
+
+START_TEST(removed_vhost_freed_the_libevent_way_is_never_touched)
+{
+    int port;
+    struct evhttp *root = server(&port), *vb = evhttp_new(base);
+    struct resp r[2];
+
+    /* issue 14, defect 1: the libevent way (a usage error the man pages
+     * name) left the record; the lookup then probed the freed vhost in
+     * libevent.  Lookups read only the adapter's own records now. */
+    sched_root = aj_evhttp_setup(root, base);
+    ck_assert_int_eq(aj_evhttp_add_virtual_host(root, "b.example", vb), 0);
+    ck_assert_int_eq(aj_evhttp_add_server_alias(vb, "b-alias.test"), 0);
+    ck_assert_int_eq(evhttp_remove_virtual_host(root, vb), 0);
+    evhttp_free(vb);
+    evhttp_set_cb(root, "/p", plain_which, "root");
+    get(port, "elsewhere.test", "/p", &r[0]);   /* every record is walked */
+    get(port, "b.example", "/p", &r[1]);
+    run();
+    ck_assert_str_eq(r[0].body, "root:root");
+    ck_assert_str_eq(r[1].body, "root:root");
+    shutdown_and_free(root);
+}
+END_TEST
+
+START_TEST(remove_virtual_host_then_free_keeps_the_records_true)
+{
+    int port;
+    struct evhttp *root = server(&port), *va = evhttp_new(base), *vb = evhttp_new(base);
+    aj_scheduler *sa;
+    struct resp r[3];
+
+    sched_root = aj_evhttp_setup(root, base);
+    sa = aj_evhttp_setup(va, base);
+    ck_assert_int_eq(aj_evhttp_add_virtual_host(root, "a.example", va), 0);
+    ck_assert_int_eq(aj_evhttp_add_virtual_host(root, "b.example", vb), 0);
+    ck_assert_int_eq(aj_evhttp_add_server_alias(va, "a-alias.test"), 0);
+    ck_assert_int_eq(aj_atomic(va, "/w", h_which, "a"), 0);
+    ck_assert_int_eq(aj_atomic(root, "/w", h_which, "root"), 0);
+    evhttp_set_cb(root, "/p", plain_which, "root");
+    evhttp_set_cb(vb, "/p", plain_which, "b");
+
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_remove_virtual_host(va, root), -1);
+    ck_assert_int_eq(errno, ENOENT);
+    ck_assert_int_eq(aj_evhttp_remove_virtual_host(root, va), 0);
+    /* va keeps its own scheduler, out of root's tree */
+    ck_assert_ptr_eq(aj_evhttp_get_scheduler_from_server(va), sa);
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_remove_virtual_host(root, va), -1);
+    ck_assert_int_eq(errno, ENOENT);
+    aj_evhttp_free(va);
+    ck_assert_ptr_null(aj_evhttp_get_scheduler_from_server(va));
+
+    get(port, "a.example", "/w", &r[0]);
+    get(port, "a-alias.test", "/p", &r[1]);
+    get(port, "b.example", "/p", &r[2]);
+    run();
+    ck_assert_str_eq(r[0].body, "root:root:root");
+    ck_assert_str_eq(r[1].body, "root:root");
+    ck_assert_str_eq(r[2].body, "b:root");
+    shutdown_and_free(root);
+}
+END_TEST
+
+START_TEST(restart_loop_of_50_servers_with_aj_evhttp_free)
+{
+    struct evhttp *prev = NULL;
+    int i, reused = 0;
+
+    for (i = 0; i < 50; i++) {
+        int port;
+        struct evhttp *http = server(&port), *v = evhttp_new(base);
+        struct resp r[2];
+
+        if (http == prev)
+            reused++;
+        /* a stranger, even at a dead server's address */
+        ck_assert_msg(aj_evhttp_setup(http, base) != NULL, "round %d: %s", i, strerror(errno));
+        ck_assert_int_eq(aj_evhttp_add_virtual_host(http, "v.test", v), 0);
+        ck_assert_int_eq(aj_evhttp_add_server_alias(v, "v-alias.test"), 0);
+        ck_assert_int_eq(aj_evhttp_set_flags(v, AJ_EVHTTP_CANCEL_ON_DISCONNECT), 0);
+        ck_assert_int_eq(aj_atomic(http, "/", h_say, "root"), 0);
+        ck_assert_int_eq(aj_atomic(v, "/", h_say, "v"), 0);
+        ck_assert_int_eq(aj_atomic(v, "/later", h_later, "5000"), 0);
+        get(port, "v-alias.test", "/", &r[0]);
+        get(port, "v.test", "/later", &r[1]);
+        outstanding--;         /* the held one never answers: freed under it */
+        run();
+        ck_assert_str_eq(r[0].body, "v");
+        ck_assert_int_eq(r[1].done, 0);
+        aj_evhttp_free(http);
+        ck_assert_ptr_null(aj_evhttp_get_scheduler_from_server(http));
+        ck_assert_uint_eq(aj_evhttp_flags(v), 0);
+        free_conns();
+        nlaters = 0;
+        prev = http;
+    }
+    fprintf(stderr, "# restart loop: %d of 49 servers at a dead one's address\n", reused);
+}
+END_TEST
+
+START_TEST(a_server_at_a_reused_address_is_a_stranger)
+{
+    struct evhttp *a = evhttp_new(base), *b;
+    int tries;
+
+    ck_assert_ptr_nonnull(aj_evhttp_setup(a, base));
+    ck_assert_int_eq(aj_atomic(a, "/x", h_say, "x"), 0);
+    ck_assert_int_eq(aj_evhttp_set_flags(a, AJ_EVHTTP_ALLOW_HALF_CLOSE), 0);
+    aj_evhttp_free(a);
+    /* malloc hands the same block back for the same size, unless a
+     * checker quarantines it; try a few times */
+    for (tries = 0; tries < 8; tries++) {
+        b = evhttp_new(base);
+        ck_assert_uint_eq(aj_evhttp_flags(b), 0);
+        ck_assert_ptr_null(aj_evhttp_get_scheduler_from_server(b));
+        ck_assert_ptr_nonnull(aj_evhttp_setup(b, base));
+        ck_assert_int_eq(aj_atomic(b, "/x", h_say, "x"), 0);   /* no EEXIST */
+        aj_evhttp_free(b);
+        if (b == a)
+            break;
+    }
+}
+END_TEST
+
+static int user_calls;
+
+static void user_handler(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    user_calls++;
+    evhttp_send_reply(req, 200, "OK", NULL);
+}
+
+static void status_of(int fd, const char *path, int *code)
+{
+    char req[128], out[4096];
+
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
+    raw_exchange(fd, req, out, sizeof out);
+    if (sscanf(out, "HTTP/1.1 %d", code) != 1)
+        *code = -1;
+}
+
+START_TEST(shutdown_leaves_user_routes_as_the_user_left_them)
+{
+    int port, i, code[4], fd[4];
+    struct evhttp *http = server(&port);
+
+    ck_assert_ptr_nonnull(aj_evhttp_setup(http, base));
+    ck_assert_int_eq(aj_atomic(http, "/deleted", h_say, "x"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/over", h_say, "x"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/kept", h_say, "x"), 0);
+    ck_assert_int_eq(evhttp_del_cb(http, "/deleted"), 0);
+    ck_assert_int_eq(evhttp_del_cb(http, "/over"), 0);
+    ck_assert_int_eq(evhttp_set_cb(http, "/over", user_handler, NULL), 0);
+    ck_assert_int_eq(evhttp_set_cb(http, "/user", user_handler, NULL), 0);
+    /* idle keep-alive connections, accepted before the shutdown */
+    for (i = 0; i < 4; i++)
+        fd[i] = raw_connect(port);
+    run_for(20);
+    {
+        int called = 0;
+        ck_assert_int_eq(aj_evhttp_shutdown(http, NULL, shutdown_done, &called), 0);
+        outstanding++;
+        run();
+        ck_assert_int_eq(called, 1);
+    }
+    status_of(fd[0], "/deleted", &code[0]);
+    status_of(fd[1], "/over", &code[1]);
+    status_of(fd[2], "/user", &code[2]);
+    status_of(fd[3], "/kept", &code[3]);
+    ck_assert_int_eq(code[0], 404);     /* stays deleted */
+    ck_assert_int_eq(code[1], 200);     /* the user's handler stays */
+    ck_assert_int_eq(code[2], 200);
+    ck_assert_int_eq(code[3], 503);     /* atomic route, records gone */
+    ck_assert_int_eq(user_calls, 2);
+    for (i = 0; i < 4; i++)
+        close(fd[i]);
+    aj_evhttp_free(http);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Departures, half-close, per-request data (SPEC 4.3)                  */
+/* ------------------------------------------------------------------ */
+
+static int data_released;
+static char data_token[8];
+
+static void release_data(void *data)
+{
+    ck_assert_ptr_eq(data, data_token + 1);
+    data_released++;
+}
+
+/* h_later, with per-request data (set twice: only the last is released). */
+static void h_later_data(aj_job *job, struct evhttp_request *req, void *arg)
+{
+    ck_assert_int_eq(aj_evhttp_set_data(job, data_token, release_data), 0);
+    ck_assert_int_eq(aj_evhttp_set_data(job, data_token + 1, release_data), 0);
+    ck_assert_ptr_eq(aj_evhttp_data(job), data_token + 1);
+    h_later(job, req, arg);
+}
+
+static void h_fail_data(aj_job *job, struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+    aj_evhttp_set_data(job, data_token + 1, release_data);
+    aj_job_done(job, EIO, NULL);
+}
+
+static void h_say_data(aj_job *job, struct evhttp_request *req, void *arg)
+{
+    aj_evhttp_set_data(job, data_token + 1, release_data);
+    h_say(job, req, arg);
+}
+
+/* Reads whatever comes until EOF (or 10 s) into out. */
+static void read_to_eof(int fd, char *out, size_t outsz)
+{
+    struct raw_reader rr;
+    struct timeval ten = { 10, 0 };
+    struct event *t = evtimer_new(base, safety, NULL);
+
+    memset(&rr, 0, sizeof rr);
+    rr.fd = fd;
+    rr.ev = event_new(base, fd, EV_READ | EV_PERSIST, raw_read_cb, &rr);
+    event_add(rr.ev, NULL);
+    outstanding++;
+    evtimer_add(t, &ten);
+    while (!rr.eof && !timed_out) {
+        event_base_dispatch(base);
+        if (!rr.eof && !timed_out) {
+            event_add(rr.ev, NULL);
+            outstanding++;
+        }
+    }
+    event_free(t);
+    event_free(rr.ev);
+    ck_assert_msg(!timed_out, "no EOF in 10 s");
+    snprintf(out, outsz, "%s", rr.buf);
+}
+
+static void half_closed_client(unsigned flags, char *out, size_t outsz)
+{
+    int port, fd;
+    struct evhttp *http = server(&port);
+    aj_scheduler *s = aj_evhttp_setup(http, base);
+
+    ck_assert_int_eq(aj_evhttp_set_flags(http, flags), 0);
+    ck_assert_uint_eq(aj_evhttp_flags(http), flags);
+    aj_scheduler_set_limit(s, 1);
+    ck_assert_int_eq(aj_atomic(http, "/later", h_later_data, "100"), 0);
+    /* one running, one pending behind it; both half-close */
+    fd = raw_get(port, "/later");
+    run_for(30);
+    client_fd = raw_get(port, "/later");
+    run_for(30);
+    ck_assert_uint_eq(aj_scheduler_pending_count(s), 1);
+    ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+    ck_assert_int_eq(shutdown(client_fd, SHUT_WR), 0);
+    read_to_eof(fd, out, outsz);
+    {
+        char second[4096];
+        read_to_eof(client_fd, second, sizeof second);
+        if (flags & AJ_EVHTTP_ALLOW_HALF_CLOSE)
+            ck_assert_msg(strstr(second, "\r\n\r\nlate") != NULL, "pending one: %s", second);
+        else
+            ck_assert_str_eq(second, "");
+    }
+    close(fd);
+    close(client_fd);
+    client_fd = -1;
+    run_for(200);
+    ck_assert_uint_eq(aj_scheduler_size(s), 0);
+    aj_evhttp_free(http);
+    ck_assert_int_eq(data_released, (flags & AJ_EVHTTP_ALLOW_HALF_CLOSE) ? 2 : 1);
+}
+
+START_TEST(half_closed_client_is_gone_by_default)
+{
+    char out[4096];
+
+    half_closed_client(0, out, sizeof out);
+    ck_assert_str_eq(out, "");
+    /* the running job ran to its end; its reply was dropped */
+    ck_assert_int_eq(reply_attempts, 1);
+    ck_assert_int_eq(last_reply_rc, -1);
+    ck_assert_int_eq(last_reply_errno, ENOTCONN);
+    ck_assert_int_eq(handler_calls, 1);   /* the pending one was discarded */
+}
+END_TEST
+
+START_TEST(half_closed_client_gets_its_reply_with_allow_half_close)
+{
+    char out[4096];
+
+    half_closed_client(AJ_EVHTTP_ALLOW_HALF_CLOSE, out, sizeof out);
+    ck_assert_msg(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "\r\n\r\nlate") != NULL, "%s", out);
+    ck_assert_int_eq(reply_attempts, 2);
+    ck_assert_int_eq(last_reply_rc, 0);
+    ck_assert_int_eq(handler_calls, 2);
+}
+END_TEST
+
+START_TEST(cancel_on_disconnect_runs_the_cancel_hook_when_the_client_leaves)
+{
+    int port, fd;
+    struct evhttp *http = server(&port);
+    aj_scheduler *s = aj_evhttp_setup(http, base);
+    struct aj_stats st;
+
+    aj_scheduler_set_exception_handler(s, count_exceptions, NULL);
+    ck_assert_int_eq(aj_evhttp_set_flags(http, AJ_EVHTTP_CANCEL_ON_DISCONNECT), 0);
+    ck_assert_int_eq(aj_atomic(http, "/later", h_later_data, "5000"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/stubborn", h_stubborn, "300"), 0);
+    fd = raw_get(port, "/later");
+    run_for(30);
+    ck_assert_int_eq(handler_calls, 1);
+    ck_assert_ptr_nonnull(aj_evhttp_request(laters[0].job));
+    close(fd);
+    run_for(50);
+    /* told at once, not after 5 s */
+    ck_assert_int_eq(laters[0].cancelled, 1);
+    ck_assert_int_eq(data_released, 1);
+    aj_scheduler_get_stats(s, &st);
+    ck_assert_uint_eq(st.cancelled, 1);
+    ck_assert_uint_eq(aj_scheduler_size(s), 0);
+
+    /* a job that ignores the close: only the log hears of it */
+    fd = raw_get(port, "/stubborn");
+    run_for(30);
+    close(fd);
+    run_for(200);             /* the close timeout (0.1 s) passes */
+    ck_assert_msg(strstr(last_log, "Job closing timed out") != NULL, "log: %s", last_log);
+    run_for(200);             /* it ends by itself; its reply is dropped */
+    ck_assert_int_eq(last_reply_rc, -1);
+    ck_assert_int_eq(last_reply_errno, ENOTCONN);
+    ck_assert_int_eq(exceptions, 0);
+    aj_evhttp_free(http);
+}
+END_TEST
+
+START_TEST(without_cancel_on_disconnect_the_job_is_not_told)
+{
+    int port, fd;
+    struct evhttp *http = server(&port);
+    aj_scheduler *s = aj_evhttp_setup(http, base);
+
+    ck_assert_int_eq(aj_atomic(http, "/later", h_later_data, "100"), 0);
+    fd = raw_get(port, "/later");
+    run_for(30);
+    close(fd);
+    run_for(30);
+    ck_assert_int_eq(laters[0].cancelled, 0);
+    ck_assert_ptr_null(aj_evhttp_request(laters[0].job));
+    ck_assert_int_eq(data_released, 0);
+    run_for(150);
+    ck_assert_int_eq(last_reply_errno, ENOTCONN);
+    ck_assert_int_eq(data_released, 1);
+    ck_assert_uint_eq(aj_scheduler_size(s), 0);
+    aj_evhttp_free(http);
+}
+END_TEST
+
+START_TEST(data_is_released_exactly_once_on_every_way_out)
+{
+    int port;
+    struct evhttp *http = server(&port);
+    aj_scheduler *s = aj_evhttp_setup(http, base);
+    struct timeval wt = { 0, 50000 };
+    struct resp r[3];
+
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_set_data(NULL, data_token, release_data), -1);
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_ptr_nonnull(aj_spawn(s, &plain_ops, NULL));
+    outstanding++;
+    run();
+    errno = 0;
+    ck_assert_ptr_null(aj_evhttp_data(NULL));
+
+    aj_scheduler_set_wait_timeout(s, &wt);
+    ck_assert_int_eq(aj_atomic(http, "/reply", h_say_data, "ok"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/fail", h_fail_data, NULL), 0);
+    ck_assert_int_eq(aj_atomic(http, "/cancel", h_later_data, "5000"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/held", h_later_data, "5000"), 0);
+    get(port, NULL, "/reply", &r[0]);
+    get(port, NULL, "/fail", &r[1]);
+    get(port, NULL, "/cancel", &r[2]);      /* the wait timeout cancels it */
+    run();
+    run_for(5);
+    ck_assert_int_eq(r[0].code, 200);
+    ck_assert_int_eq(r[1].code, 500);
+    ck_assert_int_eq(r[2].code, 503);
+    ck_assert_int_eq(data_released, 3);
+    /* held at aj_evhttp_free: the job is let go, the data released when
+     * it ends (here: never by itself, so its scheduler's free ends it) */
+    wt.tv_sec = 10;
+    aj_scheduler_set_wait_timeout(s, &wt);
+    get(port, NULL, "/held", &r[0]);
+    outstanding--;
+    run_for(50);
+    ck_assert_int_eq(handler_calls, 3);
+    aj_evhttp_free(http);
+    ck_assert_int_eq(data_released, 4);
+    free_conns();
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Shutdown: the final counters (SPEC 4.4)                               */
+/* ------------------------------------------------------------------ */
+
+struct final_seen {
+    aj_scheduler *root, *v;
+    struct aj_stats st_root, st_v;
+    int then_free;
+};
+
+static void read_final(struct evhttp *http, void *arg)
+{
+    struct final_seen *f = arg;
+    struct evhttp *v = (struct evhttp *)f->v;   /* the vhost, smuggled */
+
+    f->root = aj_evhttp_get_scheduler_from_server(http);
+    ck_assert_ptr_nonnull(f->root);
+    ck_assert_int_eq(aj_scheduler_closed(f->root), 1);
+    aj_scheduler_get_stats(f->root, &f->st_root);
+    f->v = aj_evhttp_get_scheduler_from_server(v);
+    ck_assert_ptr_nonnull(f->v);
+    aj_scheduler_get_stats(f->v, &f->st_v);
+    if (f->then_free)
+        aj_evhttp_free(http);
+    one_less();
+}
+
+START_TEST(shutdown_callback_reads_final_counters_and_may_free)
+{
+    int port, round;
+
+    for (round = 0; round < 2; round++) {
+        struct evhttp *http = server(&port), *v = evhttp_new(base);
+        struct final_seen f;
+        struct resp r[3];
+
+        memset(&f, 0, sizeof f);
+        ck_assert_ptr_nonnull(aj_evhttp_setup(http, base));
+        ck_assert_ptr_nonnull(aj_evhttp_setup(v, base));
+        ck_assert_int_eq(aj_evhttp_add_virtual_host(http, "v.test", v), 0);
+        ck_assert_int_eq(aj_atomic(http, "/", h_say, "root"), 0);
+        ck_assert_int_eq(aj_atomic(v, "/", h_say, "v"), 0);
+        get(port, NULL, "/", &r[0]);
+        get(port, "v.test", "/", &r[1]);
+        get(port, "v.test", "/", &r[2]);
+        run();
+        f.v = (aj_scheduler *)v;
+        f.then_free = round;
+        ck_assert_int_eq(aj_evhttp_shutdown(http, NULL, read_final, &f), 0);
+        outstanding++;
+        run();
+        ck_assert_uint_eq(f.st_root.succeeded, 1);
+        ck_assert_uint_eq(f.st_v.succeeded, 2);
+        /* forgotten after the callback, without touching the servers */
+        ck_assert_ptr_null(aj_evhttp_get_scheduler_from_server(http));
+        free_conns();
+        if (round == 0)
+            evhttp_free(http);
+    }
+}
+END_TEST
+
+START_TEST(shutdown_with_zero_timeout_answers_pending_requests_503_at_once)
+{
+    int port, called = 0;
+    struct evhttp *http = server(&port);
+    aj_scheduler *s = aj_evhttp_setup(http, base);
+    struct timeval zero = { 0, 0 };
+    struct resp r[2];
+
+    aj_scheduler_set_limit(s, 1);
+    ck_assert_int_eq(aj_atomic(http, "/later", h_later, "100"), 0);
+    get(port, NULL, "/later", &r[0]);
+    get(port, NULL, "/later", &r[1]);
+    run_for(30);
+    ck_assert_uint_eq(aj_scheduler_pending_count(s), 1);
+    ck_assert_int_eq(aj_evhttp_shutdown(http, &zero, shutdown_done, &called), 0);
+    outstanding++;
+    run();
+    ck_assert_int_eq(r[0].code, 503);      /* cancelled by the close */
+    ck_assert_int_eq(r[1].code, 503);      /* never started */
+    ck_assert_int_eq(handler_calls, 1);
+    free_conns();
+    evhttp_free(http);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* Threads: each with its own base, server and scheduler                */
 /* ------------------------------------------------------------------ */
 
@@ -1469,6 +1982,8 @@ static void reset_globals(void)
     released_seen = 0;
     client_fd = -1;
     nconns = 0;
+    user_calls = 0;
+    data_released = 0;
 }
 
 static void setup_all(void)
@@ -1503,6 +2018,18 @@ static Suite *evhttp_suite(void)
     tcase_add_test(tc, gencb_runs_unmatched_requests_as_jobs);
     tcase_add_test(tc, two_threads_each_with_its_own_base_and_server);
     tcase_add_test(tc, error_replies_are_fresh_responses_and_keep_the_connection_usable);
+    tcase_add_test(tc, removed_vhost_freed_the_libevent_way_is_never_touched);
+    tcase_add_test(tc, remove_virtual_host_then_free_keeps_the_records_true);
+    tcase_add_test(tc, restart_loop_of_50_servers_with_aj_evhttp_free);
+    tcase_add_test(tc, a_server_at_a_reused_address_is_a_stranger);
+    tcase_add_test(tc, shutdown_leaves_user_routes_as_the_user_left_them);
+    tcase_add_test(tc, half_closed_client_is_gone_by_default);
+    tcase_add_test(tc, half_closed_client_gets_its_reply_with_allow_half_close);
+    tcase_add_test(tc, cancel_on_disconnect_runs_the_cancel_hook_when_the_client_leaves);
+    tcase_add_test(tc, without_cancel_on_disconnect_the_job_is_not_told);
+    tcase_add_test(tc, data_is_released_exactly_once_on_every_way_out);
+    tcase_add_test(tc, shutdown_callback_reads_final_counters_and_may_free);
+    tcase_add_test(tc, shutdown_with_zero_timeout_answers_pending_requests_503_at_once);
     suite_add_tcase(su, tc);
     return su;
 }

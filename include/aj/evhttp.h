@@ -46,6 +46,43 @@ AJ_EXPORT int aj_evhttp_add_virtual_host(struct evhttp *parent, const char *patt
                                          struct evhttp *vhost);
 
 /*
+ * As evhttp_add_server_alias(), and recorded: requests whose Host matches
+ * `alias` (ignoring case) resolve to http's scheduler, as libevent routes
+ * them to http.  Aliases added to libevent directly are not seen by the
+ * lookups.  Returns 0, or -1 with EINVAL, EEXIST (recorded already) or
+ * ENOMEM.
+ */
+AJ_EXPORT int aj_evhttp_add_server_alias(struct evhttp *http, const char *alias);
+/* As evhttp_remove_server_alias() for an alias added with
+ * aj_evhttp_add_server_alias().  Returns 0, or -1 with EINVAL or ENOENT. */
+AJ_EXPORT int aj_evhttp_remove_server_alias(struct evhttp *http, const char *alias);
+
+/*
+ * As evhttp_remove_virtual_host(), and recorded: `vhost` leaves parent's
+ * tree and keeps its own scheduler, routes and flags; it is a server of its
+ * own from then on, and aj_evhttp_free(vhost) frees both.  Calling
+ * evhttp_remove_virtual_host() directly on a vhost added through the
+ * adapter is a usage error.  Returns 0, or -1 with EINVAL, ENOENT (not a
+ * vhost of parent) or EBUSY (a shutdown covers it).
+ */
+AJ_EXPORT int aj_evhttp_remove_virtual_host(struct evhttp *parent, struct evhttp *vhost);
+
+/*
+ * A hard stop: forgets `http` and its registered vhosts, lets go of their
+ * running jobs (each runs to its end; its reply is dropped, ENOTCONN),
+ * drops the requests they held safely, frees their schedulers and then
+ * evhttp_free(http) (a registered vhost is first removed from its parent).
+ * Calling evhttp_free() directly on a registered server is a usage error
+ * (use this, aj_evhttp_shutdown() or aj_evhttp_forget()): its record would
+ * outlive it.  Called from a shutdown's callback it frees the server and
+ * leaves the rest to the shutdown; called while a shutdown of http (or a
+ * parent) is still draining, that shutdown is abandoned and its callback
+ * never runs.  NULL is ignored.  After it a new evhttp, even one at the
+ * same address, is a stranger to the adapter.
+ */
+AJ_EXPORT void aj_evhttp_free(struct evhttp *http);
+
+/*
  * The scheduler serving `req`: that of the most specific registered server
  * whose alias or pattern matches the request's host (as libevent 2.1's
  * evhttp_find_vhost chooses), else its nearest parent's.  Returns NULL with
@@ -107,6 +144,42 @@ AJ_EXPORT struct evhttp_request *aj_evhttp_request(const aj_job *job);
  * success), EINVAL if job is not an atomic job or already replied.
  */
 AJ_EXPORT int aj_evhttp_reply(aj_job *job, int code, const char *reason, struct evbuffer *body);
+
+#define AJ_EVHTTP_CANCEL_ON_DISCONNECT 0x1  /* a running atomic job is closed when its client leaves */
+#define AJ_EVHTTP_ALLOW_HALF_CLOSE     0x2  /* EOF from the client is not "left"; only a reset or failed write is */
+
+/*
+ * Per server (a vhost has its own; a request uses the flags of the server
+ * its atomic route was registered on, read when the request arrives).
+ * Default 0: a client that leaves while its job is pending gets the job
+ * discarded; a running job runs to its end and its reply is dropped; EOF
+ * from the client means it left (as nginx decides by default).
+ * AJ_EVHTTP_CANCEL_ON_DISCONNECT: when the adapter notices the client of a
+ * running atomic job left, it closes the job (aj_job_close() with the
+ * scheduler's close timeout): its cancel hook runs from the loop, and
+ * aj_evhttp_request(job) is NULL from then on.  A job still running after
+ * the close timeout is logged ("Job closing timed out"), never reported to
+ * the exception handler.
+ * AJ_EVHTTP_ALLOW_HALF_CLOSE: a client that sends its request and then
+ * shuts down its sending side still gets its reply, and its pending job is
+ * not discarded; a reset or a failed write still means it left.
+ * Returns 0, or -1 with EINVAL (http NULL, unknown bits) or ENOMEM.
+ */
+AJ_EXPORT int aj_evhttp_set_flags(struct evhttp *http, unsigned flags);
+/* The flags of `http` (0 if never set, or NULL). */
+AJ_EXPORT unsigned aj_evhttp_flags(const struct evhttp *http);
+
+/*
+ * Per-request state of an atomic job: release(data) (may be NULL) runs
+ * exactly once, from the loop, when the job is released, whichever way it
+ * ended (reply, error, cancel, client gone, shutdown, aj_evhttp_free).
+ * Setting it again releases nothing: the last data wins and only it is
+ * released.  Allocates nothing.  Returns 0, or -1 with EINVAL (job NULL or
+ * not atomic).
+ */
+AJ_EXPORT int aj_evhttp_set_data(aj_job *job, void *data, void (*release)(void *data));
+/* The data set on an atomic job, or NULL (none, or not atomic). */
+AJ_EXPORT void *aj_evhttp_data(const aj_job *job);
 
 typedef void (*aj_evhttp_cb)(struct evhttp *http, void *arg);
 

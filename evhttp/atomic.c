@@ -414,11 +414,6 @@ AJ_EXPORT int aj_atomic(struct evhttp *http, const char *path, aj_atomic_handler
     r = route_new(http, path, handler, arg);
     if (!r)
         return -1;
-    if (r->node->shutdown) {
-        route_undo(r);
-        errno = EBUSY;
-        return -1;
-    }
     rc = evhttp_set_cb(http, path, route_cb, (void *)r->id);
     if (rc != 0) {
         route_undo(r);
@@ -440,11 +435,6 @@ AJ_EXPORT int aj_atomic_gencb(struct evhttp *http, aj_atomic_handler handler, vo
     r = route_new(http, NULL, handler, arg);
     if (!r)
         return -1;
-    if (r->node->shutdown) {
-        route_undo(r);
-        errno = EBUSY;
-        return -1;
-    }
     evhttp_set_gencb(http, route_cb, (void *)r->id);
     old = r->node->gencb;
     r->node->gencb = r;

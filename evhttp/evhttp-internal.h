@@ -130,7 +130,9 @@ void ajh__atomic_answer_shed(struct aj__atomic *a, int close);
 
 /* shutdown.c */
 void ajh__shutdown_progress(struct aj__shutdown *sd);
-/* aj_evhttp_free on a server a shutdown covers; 1 if it took care of it */
-int ajh__shutdown_free(struct aj__node *n, struct aj__shutdown **abandoned);
+int ajh__shutdown_in_callback(const struct aj__shutdown *sd);
+int ajh__shutdown_near(struct aj__node *n);
+struct aj__shutdown *ajh__shutdown_release_tree(struct aj__node *n);
+void ajh__shutdown_free_abandoned(struct aj__shutdown *sd);
 
 #endif /* AJ_EVHTTP_INTERNAL_H */

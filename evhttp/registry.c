@@ -652,7 +652,7 @@ AJ_EXPORT unsigned aj_evhttp_flags(const struct evhttp *http)
 
 AJ_EXPORT void aj_evhttp_free(struct evhttp *http)
 {
-    struct aj__shutdown *abandoned = NULL;
+    struct aj__shutdown *abandoned;
     struct aj__node *n, *dead;
 
     if (!http)
@@ -666,16 +666,17 @@ AJ_EXPORT void aj_evhttp_free(struct evhttp *http)
      * a freed server in its list. */
     if (n->parent)
         evhttp_remove_virtual_host(n->parent->http, http);
-    if (n->shutdown && ajh__shutdown_free(n, &abandoned)) {
-        evhttp_free(http);        /* from its callback: the shutdown forgets */
+    if (n->shutdown && ajh__shutdown_in_callback(n->shutdown)) {
+        evhttp_free(http);        /* the shutdown forgets the records after */
         return;
     }
+    abandoned = ajh__shutdown_release_tree(n);
     ajh__forget_tree(n, &dead);
     /* Held requests are dropped by libevent here (their close callbacks
      * tell the atomics, which are off the nodes already). */
     evhttp_free(http);
     ajh__free_dead(dead);
-    aj_free(abandoned);
+    ajh__shutdown_free_abandoned(abandoned);
 }
 
 AJ_EXPORT aj_scheduler *aj_evhttp_get_scheduler_from_server(struct evhttp *http)

@@ -44,7 +44,9 @@ struct aj__shutdown {
     int closing;                   /* schedulers whose close has not ended */
     int phase;
     int grace_over;
-    int aborted;                   /* aj_evhttp_free took the tree away */
+    int aborted;                   /* aj_evhttp_free took the tree away first */
+    int orphaned;                  /* ... from inside the callback */
+    struct aj__shutdown *next_abandoned;
 };
 
 static void count_scheds(struct aj__node *n, void *arg)
@@ -138,8 +140,10 @@ static void finish(struct aj__shutdown *sd)
     if (sd->cb)
         sd->cb(sd->http, sd->arg);
     sd->phase = SD_DONE;
-    ajh__forget_tree(sd->top, &dead);
-    ajh__free_dead(dead);
+    if (!sd->orphaned) {          /* else aj_evhttp_free of a parent did it */
+        ajh__forget_tree(sd->top, &dead);
+        ajh__free_dead(dead);
+    }
     aj_free(sd);
 }
 
@@ -186,41 +190,75 @@ void ajh__shutdown_progress(struct aj__shutdown *sd)
         kick(sd);
 }
 
-static void unmark(struct aj__node *n, void *arg)
+int ajh__shutdown_in_callback(const struct aj__shutdown *sd)
 {
-    (void)arg;
+    return sd->phase == SD_CALLBACK;
+}
+
+/* One node of a tree aj_evhttp_free takes away: it leaves its shutdown;
+ * a shutdown whose top it is ends with it. */
+static void release_node(struct aj__node *n, void *arg)
+{
+    struct aj__shutdown **abandoned = arg;
+    struct aj__shutdown *sd = n->shutdown;
+
+    if (!sd)
+        return;
     n->shutdown = NULL;
+    if (sd->top != n)
+        return;                   /* its top stays, or is visited too */
+    if (sd->phase == SD_CALLBACK) {
+        sd->orphaned = 1;         /* from its callback: it just returns */
+        return;
+    }
+    sd->aborted = 1;              /* its callback never runs */
+    event_del(&sd->grace_ev);
+    event_del(&sd->step_ev);
+    sd->next_abandoned = *abandoned;
+    *abandoned = sd;
 }
 
 /*
- * aj_evhttp_free(n->http) while a shutdown covers n.  From the shutdown's
- * callback: the shutdown forgets the records after it, so only libevent's
- * part is left to the caller (returns 1).  Before: a hard stop.  If n is
- * the top of the shutdown or above it, the shutdown is abandoned (its
- * callback never runs); if n is a vhost below the top, n's subtree just
- * leaves the shutdown.  The caller then forgets n's tree as usual (0).
+ * aj_evhttp_free(n->http) takes n's tree away from every shutdown that
+ * covers part of it (see aj_evhttp_free(3)).  Returns the shutdowns it
+ * abandoned: free them with ajh__shutdown_free_abandoned() after the
+ * schedulers, whose close callbacks still name them.
  */
-int ajh__shutdown_free(struct aj__node *n, struct aj__shutdown **abandoned)
+struct aj__shutdown *ajh__shutdown_release_tree(struct aj__node *n)
 {
-    struct aj__shutdown *sd = n->shutdown;
-    struct aj__node *p;
-    int covers_top = 0;
+    struct aj__shutdown *abandoned = NULL;
 
-    if (sd->phase == SD_CALLBACK)
-        return 1;
-    for (p = sd->top; p; p = p->parent)
-        if (p == n)
-            covers_top = 1;
-    ajh__tree_walk(n, unmark, NULL);
-    if (covers_top) {
-        sd->aborted = 1;
-        event_del(&sd->grace_ev);
-        event_del(&sd->step_ev);
-        /* The caller frees it after the schedulers, whose close
-         * callbacks still name it. */
-        *abandoned = sd;
+    ajh__tree_walk(n, release_node, &abandoned);
+    return abandoned;
+}
+
+void ajh__shutdown_free_abandoned(struct aj__shutdown *sd)
+{
+    struct aj__shutdown *next;
+
+    for (; sd; sd = next) {
+        next = sd->next_abandoned;
+        aj_free(sd);
     }
-    return 0;
+}
+
+static void any_shutdown(struct aj__node *n, void *arg)
+{
+    if (n->shutdown)
+        *(int *)arg = 1;
+}
+
+/* A shutdown covers n, a parent of n, or a vhost below n. */
+int ajh__shutdown_near(struct aj__node *n)
+{
+    struct aj__node *p;
+    int found = 0;
+
+    for (p = n; p; p = p->parent)
+        if (p->shutdown)
+            return 1;
+    ajh__tree_walk(n, any_shutdown, &found);
+    return found;
 }
 
 static struct event_base *first_base(struct aj__node *n)
@@ -240,7 +278,7 @@ AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *time
                                  aj_evhttp_cb cb, void *arg)
 {
     struct aj__shutdown *sd;
-    struct aj__node *n, *p;
+    struct aj__node *n;
     struct evhttp_bound_socket *b;
     struct event_base *base;
     int scheds = 0, err;
@@ -258,11 +296,10 @@ AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *time
         err = ENOENT;
         goto fail;
     }
-    for (p = n; p; p = p->parent)
-        if (p->shutdown) {
-            err = EALREADY;
-            goto fail;
-        }
+    if (ajh__shutdown_near(n)) {
+        err = EALREADY;
+        goto fail;
+    }
     ajh__tree_walk(n, count_scheds, &scheds);
     if (scheds == 0) {
         err = ENOENT;
@@ -298,7 +335,7 @@ fail:
 
 AJ_EXPORT int aj_evhttp_forget(struct evhttp *http)
 {
-    struct aj__node *n, *p, *dead;
+    struct aj__node *n, *dead;
 
     if (!http) {
         errno = EINVAL;
@@ -309,11 +346,10 @@ AJ_EXPORT int aj_evhttp_forget(struct evhttp *http)
         errno = ENOENT;
         return -1;
     }
-    for (p = n; p; p = p->parent)
-        if (p->shutdown) {
-            errno = EALREADY;
-            return -1;
-        }
+    if (ajh__shutdown_near(n)) {
+        errno = EALREADY;
+        return -1;
+    }
     ajh__forget_tree(n, &dead);
     ajh__free_dead(dead);
     return 0;

@@ -774,7 +774,7 @@ START_TEST(full_pending_queue_sheds_with_503_and_makes_no_job)
 
     aj_scheduler_set_limit(s, 1);
     aj_scheduler_set_pending_limit(s, 1);
-    ck_assert_int_eq(aj_atomic(http, "/hold", h_later, "300"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/hold", h_later, "1500"), 0);
     for (i = 0; i < 3; i++)
         get(port, NULL, "/hold", &r[i]);
     /* the fourth, from curl, comes once the first three are in */
@@ -1860,6 +1860,72 @@ START_TEST(shutdown_with_zero_timeout_answers_pending_requests_503_at_once)
 }
 END_TEST
 
+static int never_called;
+
+static void must_not_run(struct evhttp *http, void *arg)
+{
+    (void)http;
+    (void)arg;
+    never_called++;
+}
+
+static struct evhttp *free_from_cb;
+
+static void free_parent(struct evhttp *http, void *arg)
+{
+    int *called = arg;
+
+    ck_assert_ptr_nonnull(aj_evhttp_get_scheduler_from_server(http));
+    ++*called;
+    aj_evhttp_free(free_from_cb);      /* the parent of the server shut down */
+    one_less();
+}
+
+START_TEST(aj_evhttp_free_during_a_shutdown_abandons_or_orphans_it)
+{
+    int port, called = 0;
+    struct evhttp *http = server(&port), *v = evhttp_new(base);
+    struct resp r;
+
+    /* (a) freed while its shutdown drains: the shutdown is abandoned */
+    ck_assert_ptr_nonnull(aj_evhttp_setup(http, base));
+    ck_assert_int_eq(aj_atomic(http, "/later", h_later, "300"), 0);
+    get(port, NULL, "/later", &r);
+    run_for(30);
+    ck_assert_int_eq(aj_evhttp_shutdown(http, NULL, must_not_run, NULL), 0);
+    run_for(30);
+    aj_evhttp_free(http);
+    run();                              /* the client sees its connection close */
+    ck_assert_int_eq(r.code, -1);
+    run_for(350);
+    ck_assert_int_eq(never_called, 0);
+    /* aj_scheduler_free cancelled the running job: no reply was tried */
+    ck_assert_int_eq(laters[0].cancelled, 1);
+    ck_assert_int_eq(reply_attempts, 0);
+    free_conns();
+
+    /* (b) a vhost's shutdown callback frees the vhost's parent */
+    http = server(&port);
+    ck_assert_ptr_nonnull(aj_evhttp_setup(http, base));
+    ck_assert_ptr_nonnull(aj_evhttp_setup(v, base));
+    ck_assert_int_eq(aj_evhttp_add_virtual_host(http, "v.test", v), 0);
+    errno = 0;
+    free_from_cb = http;
+    ck_assert_int_eq(aj_evhttp_shutdown(v, NULL, free_parent, &called), 0);
+    ck_assert_int_eq(aj_evhttp_shutdown(http, NULL, must_not_run, NULL), -1);
+    ck_assert_int_eq(errno, EALREADY);  /* a shutdown covers part of its tree */
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_forget(http), -1);
+    ck_assert_int_eq(errno, EALREADY);
+    outstanding++;
+    run();
+    ck_assert_int_eq(called, 1);
+    ck_assert_ptr_null(aj_evhttp_get_scheduler_from_server(http));
+    ck_assert_ptr_null(aj_evhttp_get_scheduler_from_server(v));
+    ck_assert_int_eq(never_called, 0);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Threads: each with its own base, server and scheduler                */
 /* ------------------------------------------------------------------ */
@@ -1984,6 +2050,7 @@ static void reset_globals(void)
     nconns = 0;
     user_calls = 0;
     data_released = 0;
+    never_called = 0;
 }
 
 static void setup_all(void)
@@ -2030,6 +2097,7 @@ static Suite *evhttp_suite(void)
     tcase_add_test(tc, data_is_released_exactly_once_on_every_way_out);
     tcase_add_test(tc, shutdown_callback_reads_final_counters_and_may_free);
     tcase_add_test(tc, shutdown_with_zero_timeout_answers_pending_requests_503_at_once);
+    tcase_add_test(tc, aj_evhttp_free_during_a_shutdown_abandons_or_orphans_it);
     suite_add_tcase(su, tc);
     return su;
 }

@@ -17,7 +17,15 @@
  *   client gone first                       -> the job runs to its end,
  *                                              its reply is dropped
  *                                              (a job still pending is
- *                                              discarded: nobody to answer)
+ *                                              discarded: nobody to answer;
+ *                                              with CANCEL_ON_DISCONNECT a
+ *                                              running one is closed)
+ *
+ * Every answer the adapter makes is a fresh response (ajh__send_status).
+ * The route's libevent arg is its id in the registry's index, so a route
+ * the records forgot (shutdown, forget) answers 503 instead of reading
+ * freed memory.  The request's per-request data (aj_evhttp_set_data) is
+ * released with the job.
  */
 #include "config.h"
 

@@ -29,7 +29,9 @@
  * libevent has disabled reading on its connection, so a client that goes
  * away is only seen when the reply is written -- or by us: for a job that
  * does not reply at once, the adapter watches the socket for EOF
- * (recv MSG_PEEK, as nginx does) and frees the connection then.  libevent
+ * (recv MSG_PEEK, as nginx does) and frees the connection then (with
+ * AJ_EVHTTP_ALLOW_HALF_CLOSE an EOF is a half-close: it stops watching,
+ * and only a reset or a failed write says the client left).  libevent
  * frees a held request in exactly two places, both through
  * evhttp_connection_free(): on a write error and inside evhttp_free().  Both
  * call the connection's close callback first, which is why the adapter owns

@@ -30,17 +30,19 @@ struct evbuffer;
 
 /*
  * Creates the scheduler of `http` on `base` (configure it with the
- * aj_scheduler_set_* calls).  The adapter owns it: aj_evhttp_shutdown()
- * frees it.  Returns NULL with EINVAL, EEXIST (http has one already) or
- * ENOMEM.
+ * aj_scheduler_set_* calls).  The adapter owns it: aj_evhttp_shutdown(),
+ * aj_evhttp_free() or aj_evhttp_forget() frees it.  Returns NULL with
+ * EINVAL, EEXIST (http has one already) or ENOMEM.
  */
 AJ_EXPORT aj_scheduler *aj_evhttp_setup(struct evhttp *http, struct event_base *base);
 
 /*
  * Adds `vhost` to `parent` exactly as evhttp_add_virtual_host() does and
  * records the relation, so that requests served by vhost resolve to its
- * scheduler, else its nearest parent's.  Returns 0, or -1 with EINVAL,
- * EEXIST (libevent refused: vhost already a vhost) or ENOMEM.
+ * scheduler, else its nearest parent's.  Returns 0, or -1 with EINVAL
+ * (NULL, a cycle, or vhost has bound sockets), EEXIST (vhost is a vhost
+ * already), EBUSY (a shutdown covers either) or ENOMEM (the adapter's or
+ * libevent's allocation failed; nothing recorded).
  */
 AJ_EXPORT int aj_evhttp_add_virtual_host(struct evhttp *parent, const char *pattern,
                                          struct evhttp *vhost);
@@ -85,7 +87,9 @@ AJ_EXPORT void aj_evhttp_free(struct evhttp *http);
 /*
  * The scheduler serving `req`: that of the most specific registered server
  * whose alias or pattern matches the request's host (as libevent 2.1's
- * evhttp_find_vhost chooses), else its nearest parent's.  Returns NULL with
+ * evhttp_find_vhost chooses, over the vhosts and aliases added through the
+ * adapter), else its nearest parent's.  Reads only the adapter's records:
+ * never calls libevent on a server, takes no lock every thread shares.  Returns NULL with
  * errno ENOENT, and logs that aj_evhttp_setup() was not called, when none.
  */
 AJ_EXPORT aj_scheduler *aj_evhttp_get_scheduler(struct evhttp_request *req);
@@ -121,7 +125,13 @@ typedef void (*aj_atomic_handler)(aj_job *job, struct evhttp_request *req, void 
  * cancelled and the client gets 503.  If the client goes away first the job
  * still runs to its end and its reply is dropped.  Queue full or scheduler
  * closed: 503 with Retry-After, no job made; no scheduler: 500 and a log.
- * Returns 0, or -1 with EINVAL, EEXIST (path taken) or ENOMEM.
+ * Every reply the adapter makes itself is a fresh response: what the
+ * handler put into the response (headers, part of a body) is discarded
+ * first; it carries Content-Type: text/plain, a short body naming the
+ * status, Retry-After on 503.  See aj_evhttp_set_flags() for clients that
+ * leave or half-close, aj_evhttp_set_data() for per-request state.
+ * Returns 0, or -1 with EINVAL, EEXIST (path taken) or ENOMEM; a failed
+ * call leaves nothing behind.
  */
 AJ_EXPORT int aj_atomic(struct evhttp *http, const char *path, aj_atomic_handler handler,
                         void *arg);
@@ -185,32 +195,42 @@ typedef void (*aj_evhttp_cb)(struct evhttp *http, void *arg);
 
 /*
  * Graceful stop of `http` and its registered vhosts: stops accepting new
- * connections, wait-and-closes their schedulers (timeout NULL = each
- * scheduler's wait timeout), answers every request still held by a job with
- * 503 and Retry-After, waits (about 2 s at most) until those answers and the
- * replies jobs sent are written or their connections closed, frees the
- * schedulers, forgets the servers, then calls cb(http, arg) from the loop.
- * After cb the caller may evhttp_free(http); answers still being written
- * when the 2 s ran out (a slow client, a large body) are logged as a
- * warning, and evhttp_free() cuts them.  The schedulers are gone by then:
- * read their final counters (aj_scheduler_get_stats) before, e.g. from a
- * done callback.
+ * connections (requests on connections already open get 503, Retry-After
+ * and Connection: close), wait-and-closes their schedulers (timeout NULL =
+ * each scheduler's wait timeout), answers every request still held by a
+ * job with 503 and Retry-After, waits (about 2 s at most) until those
+ * answers and the replies jobs sent are written or their connections
+ * closed, then calls cb(http, arg) from the loop.
+ * Requests still queued (pending jobs) when it begins: with a zero
+ * `timeout` they are answered 503 at once (the close discards them);
+ * otherwise they start as slots free and run if the drain allows, and
+ * those still queued when it ends get 503.
+ * cb runs while the closed schedulers still exist: inside it
+ * aj_evhttp_get_scheduler_from_server() returns each, so their final
+ * counters (aj_scheduler_get_stats) can be read.  After cb returns the
+ * adapter forgets the servers and frees the schedulers without touching
+ * any server, so cb may evhttp_free(http) or aj_evhttp_free(http) (or the
+ * caller may, later).  Answers still being written when the 2 s ran out (a
+ * slow client, a large body) are logged as a warning, and evhttp_free()
+ * cuts them.  The server's own callbacks stay as the user left them; an
+ * atomic route still registered answers 503 once its records are gone.
  * Returns 0, or -1 with ENOENT (no server in the tree has a scheduler),
- * EINVAL, EALREADY or ENOMEM.
+ * EINVAL, EALREADY (a shutdown covers part of the tree) or ENOMEM; then cb
+ * is never called.
  */
 AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *timeout,
                                  aj_evhttp_cb cb, void *arg);
 
 /*
- * (Extra beyond SPEC.)  For a server freed with evhttp_free() without
- * aj_evhttp_shutdown(): drops the adapter's record of `http` and its
+ * (Extra beyond SPEC.)  For code that must call evhttp_free() itself
+ * (prefer aj_evhttp_free()): after evhttp_free(http), drops the adapter's record of `http` and its
  * registered vhosts without touching them, and frees their schedulers
  * (aj_scheduler_free: jobs still running are let go).  Requests jobs held
  * were already dropped safely by evhttp_free().  Without it the record
  * stays, and a new evhttp at the same address would be refused by
  * aj_evhttp_setup() with EEXIST.  Call it only after evhttp_free(http).
  * Returns 0, or -1 with EINVAL, ENOENT (not known) or EALREADY (a shutdown
- * is running: wait for its callback instead).
+ * covers part of the tree: wait for its callback instead).
  */
 AJ_EXPORT int aj_evhttp_forget(struct evhttp *http);
 

@@ -277,7 +277,7 @@ static void chain_dead(struct aj__node *n, void *arg)
  */
 void ajh__forget_tree(struct aj__node *top, struct aj__node **dead)
 {
-    struct aj__node *n;
+    struct aj__node *n, *parent = top->parent;
     struct aj__q *q;
 
     *dead = NULL;
@@ -289,6 +289,9 @@ void ajh__forget_tree(struct aj__node *top, struct aj__node **dead)
         n->parent = NULL;
         n->shutdown = NULL;
     }
+    /* A parent known only as the parent of top is no record any more. */
+    if (parent)
+        ajh__node_drop_if_unused(parent);
 }
 
 /* Frees the schedulers (running owed callbacks, which may call back into

@@ -106,6 +106,17 @@ static void run_for(int ms)
     event_base_dispatch(base);
 }
 
+/* Runs the loop until cond holds (10 s at most, then fails): for states
+ * the test waits for, never a fixed sleep (the machine is noisy). */
+#define RUN_UNTIL(cond) do {                                            \
+        int waited_ = 0;                                                \
+        while (!(cond) && waited_ < 10000) {                            \
+            run_for(5);                                                 \
+            waited_ += 5;                                               \
+        }                                                               \
+        ck_assert_msg((cond), "never happened: %s", #cond);             \
+    } while (0)
+
 static struct evhttp *server(int *port)
 {
     struct evhttp *http = evhttp_new(base);
@@ -1517,10 +1528,12 @@ START_TEST(shutdown_leaves_user_routes_as_the_user_left_them)
     ck_assert_int_eq(evhttp_del_cb(http, "/over"), 0);
     ck_assert_int_eq(evhttp_set_cb(http, "/over", user_handler, NULL), 0);
     ck_assert_int_eq(evhttp_set_cb(http, "/user", user_handler, NULL), 0);
-    /* idle keep-alive connections, accepted before the shutdown */
-    for (i = 0; i < 4; i++)
+    /* keep-alive connections, served once before the shutdown */
+    for (i = 0; i < 4; i++) {
         fd[i] = raw_connect(port);
-    run_for(20);
+        status_of(fd[i], "/user", &code[i]);
+        ck_assert_int_eq(code[i], 200);
+    }
     {
         int called = 0;
         ck_assert_int_eq(aj_evhttp_shutdown(http, NULL, shutdown_done, &called), 0);
@@ -1536,7 +1549,7 @@ START_TEST(shutdown_leaves_user_routes_as_the_user_left_them)
     ck_assert_int_eq(code[1], 200);     /* the user's handler stays */
     ck_assert_int_eq(code[2], 200);
     ck_assert_int_eq(code[3], 503);     /* atomic route, records gone */
-    ck_assert_int_eq(user_calls, 2);
+    ck_assert_int_eq(user_calls, 6);
     for (i = 0; i < 4; i++)
         close(fd[i]);
     aj_evhttp_free(http);
@@ -1614,13 +1627,12 @@ static void half_closed_client(unsigned flags, char *out, size_t outsz)
     ck_assert_int_eq(aj_evhttp_set_flags(http, flags), 0);
     ck_assert_uint_eq(aj_evhttp_flags(http), flags);
     aj_scheduler_set_limit(s, 1);
-    ck_assert_int_eq(aj_atomic(http, "/later", h_later_data, "100"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/later", h_later_data, "1000"), 0);
     /* one running, one pending behind it; both half-close */
     fd = raw_get(port, "/later");
-    run_for(30);
+    RUN_UNTIL(handler_calls == 1);
     client_fd = raw_get(port, "/later");
-    run_for(30);
-    ck_assert_uint_eq(aj_scheduler_pending_count(s), 1);
+    RUN_UNTIL(aj_scheduler_pending_count(s) == 1);
     ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
     ck_assert_int_eq(shutdown(client_fd, SHUT_WR), 0);
     read_to_eof(fd, out, outsz);
@@ -1635,8 +1647,8 @@ static void half_closed_client(unsigned flags, char *out, size_t outsz)
     close(fd);
     close(client_fd);
     client_fd = -1;
-    run_for(200);
-    ck_assert_uint_eq(aj_scheduler_size(s), 0);
+    RUN_UNTIL(aj_scheduler_size(s) == 0);
+    RUN_UNTIL(data_released == ((flags & AJ_EVHTTP_ALLOW_HALF_CLOSE) ? 2 : 1));
     aj_evhttp_free(http);
     ck_assert_int_eq(data_released, (flags & AJ_EVHTTP_ALLOW_HALF_CLOSE) ? 2 : 1);
 }
@@ -1668,6 +1680,29 @@ START_TEST(half_closed_client_gets_its_reply_with_allow_half_close)
 }
 END_TEST
 
+START_TEST(a_reset_client_has_left_even_with_allow_half_close)
+{
+    int port, fd;
+    struct evhttp *http = server(&port);
+    aj_scheduler *s = aj_evhttp_setup(http, base);
+    struct linger lg = { 1, 0 };
+
+    ck_assert_int_eq(aj_evhttp_set_flags(http, AJ_EVHTTP_ALLOW_HALF_CLOSE |
+                                               AJ_EVHTTP_CANCEL_ON_DISCONNECT), 0);
+    ck_assert_int_eq(aj_atomic(http, "/later", h_later_data, "5000"), 0);
+    fd = raw_get(port, "/later");
+    RUN_UNTIL(handler_calls == 1);
+    /* close with SO_LINGER 0: an RST, not a FIN */
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd);
+    RUN_UNTIL(laters[0].cancelled == 1);
+    RUN_UNTIL(data_released == 1);
+    ck_assert_int_eq(reply_attempts, 0);
+    ck_assert_uint_eq(aj_scheduler_size(s), 0);
+    aj_evhttp_free(http);
+}
+END_TEST
+
 START_TEST(cancel_on_disconnect_runs_the_cancel_hook_when_the_client_leaves)
 {
     int port, fd;
@@ -1680,25 +1715,24 @@ START_TEST(cancel_on_disconnect_runs_the_cancel_hook_when_the_client_leaves)
     ck_assert_int_eq(aj_atomic(http, "/later", h_later_data, "5000"), 0);
     ck_assert_int_eq(aj_atomic(http, "/stubborn", h_stubborn, "300"), 0);
     fd = raw_get(port, "/later");
-    run_for(30);
-    ck_assert_int_eq(handler_calls, 1);
+    RUN_UNTIL(handler_calls == 1);
     ck_assert_ptr_nonnull(aj_evhttp_request(laters[0].job));
     close(fd);
-    run_for(50);
-    /* told at once, not after 5 s */
-    ck_assert_int_eq(laters[0].cancelled, 1);
-    ck_assert_int_eq(data_released, 1);
+    /* told at once (its cancel hook), not after its 5 s */
+    RUN_UNTIL(laters[0].cancelled == 1);
+    ck_assert_int_eq(reply_attempts, 0);
+    RUN_UNTIL(data_released == 1);
     aj_scheduler_get_stats(s, &st);
     ck_assert_uint_eq(st.cancelled, 1);
     ck_assert_uint_eq(aj_scheduler_size(s), 0);
 
     /* a job that ignores the close: only the log hears of it */
     fd = raw_get(port, "/stubborn");
-    run_for(30);
+    RUN_UNTIL(handler_calls == 2);
     close(fd);
-    run_for(200);             /* the close timeout (0.1 s) passes */
-    ck_assert_msg(strstr(last_log, "Job closing timed out") != NULL, "log: %s", last_log);
-    run_for(200);             /* it ends by itself; its reply is dropped */
+    /* the close timeout (0.1 s) passes: only the log hears of it */
+    RUN_UNTIL(strstr(last_log, "Job closing timed out") != NULL);
+    RUN_UNTIL(reply_attempts == 1);   /* it ends by itself; reply dropped */
     ck_assert_int_eq(last_reply_rc, -1);
     ck_assert_int_eq(last_reply_errno, ENOTCONN);
     ck_assert_int_eq(exceptions, 0);
@@ -1712,17 +1746,17 @@ START_TEST(without_cancel_on_disconnect_the_job_is_not_told)
     struct evhttp *http = server(&port);
     aj_scheduler *s = aj_evhttp_setup(http, base);
 
-    ck_assert_int_eq(aj_atomic(http, "/later", h_later_data, "100"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/later", h_later_data, "2000"), 0);
     fd = raw_get(port, "/later");
-    run_for(30);
+    RUN_UNTIL(handler_calls == 1);
     close(fd);
-    run_for(30);
+    /* noticed (the request is gone), but the job is not told */
+    RUN_UNTIL(aj_evhttp_request(laters[0].job) == NULL);
     ck_assert_int_eq(laters[0].cancelled, 0);
-    ck_assert_ptr_null(aj_evhttp_request(laters[0].job));
     ck_assert_int_eq(data_released, 0);
-    run_for(150);
+    RUN_UNTIL(reply_attempts == 1);
     ck_assert_int_eq(last_reply_errno, ENOTCONN);
-    ck_assert_int_eq(data_released, 1);
+    RUN_UNTIL(data_released == 1);
     ck_assert_uint_eq(aj_scheduler_size(s), 0);
     aj_evhttp_free(http);
 }
@@ -1765,8 +1799,7 @@ START_TEST(data_is_released_exactly_once_on_every_way_out)
     aj_scheduler_set_wait_timeout(s, &wt);
     get(port, NULL, "/held", &r[0]);
     outstanding--;
-    run_for(50);
-    ck_assert_int_eq(handler_calls, 3);
+    RUN_UNTIL(handler_calls == 3);
     aj_evhttp_free(http);
     ck_assert_int_eq(data_released, 4);
     free_conns();
@@ -1844,11 +1877,10 @@ START_TEST(shutdown_with_zero_timeout_answers_pending_requests_503_at_once)
     struct resp r[2];
 
     aj_scheduler_set_limit(s, 1);
-    ck_assert_int_eq(aj_atomic(http, "/later", h_later, "100"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/later", h_later, "5000"), 0);
     get(port, NULL, "/later", &r[0]);
     get(port, NULL, "/later", &r[1]);
-    run_for(30);
-    ck_assert_uint_eq(aj_scheduler_pending_count(s), 1);
+    RUN_UNTIL(aj_scheduler_pending_count(s) == 1);
     ck_assert_int_eq(aj_evhttp_shutdown(http, &zero, shutdown_done, &called), 0);
     outstanding++;
     run();
@@ -1891,7 +1923,7 @@ START_TEST(aj_evhttp_free_during_a_shutdown_abandons_or_orphans_it)
     ck_assert_ptr_nonnull(aj_evhttp_setup(http, base));
     ck_assert_int_eq(aj_atomic(http, "/later", h_later, "300"), 0);
     get(port, NULL, "/later", &r);
-    run_for(30);
+    RUN_UNTIL(handler_calls == 1);
     ck_assert_int_eq(aj_evhttp_shutdown(http, NULL, must_not_run, NULL), 0);
     run_for(30);
     aj_evhttp_free(http);
@@ -2092,6 +2124,7 @@ static Suite *evhttp_suite(void)
     tcase_add_test(tc, shutdown_leaves_user_routes_as_the_user_left_them);
     tcase_add_test(tc, half_closed_client_is_gone_by_default);
     tcase_add_test(tc, half_closed_client_gets_its_reply_with_allow_half_close);
+    tcase_add_test(tc, a_reset_client_has_left_even_with_allow_half_close);
     tcase_add_test(tc, cancel_on_disconnect_runs_the_cancel_hook_when_the_client_leaves);
     tcase_add_test(tc, without_cancel_on_disconnect_the_job_is_not_told);
     tcase_add_test(tc, data_is_released_exactly_once_on_every_way_out);

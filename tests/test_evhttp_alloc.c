@@ -260,6 +260,54 @@ START_TEST(every_allocation_failure_in_the_adapter_is_clean)
 }
 END_TEST
 
+/* libevent's own allocator, failing the next allocation on demand (set
+ * before libevent allocates anything, in main). */
+static int ev_fail_next;
+
+static void *ev_malloc(size_t n)
+{
+    if (ev_fail_next) {
+        ev_fail_next = 0;
+        return NULL;
+    }
+    return malloc(n);
+}
+
+static void *ev_realloc(void *p, size_t n)
+{
+    return realloc(p, n);
+}
+
+static void ev_free(void *p)
+{
+    free(p);
+}
+
+/* libevent running out of memory inside evhttp_add_virtual_host (its copy
+ * of the pattern) is ENOMEM, not EEXIST (revision 1 said EEXIST), and
+ * leaves no record; the same call then succeeds. */
+START_TEST(libevent_out_of_memory_in_add_virtual_host_is_enomem)
+{
+    struct evhttp *http, *v;
+
+    base = event_base_new();
+    http = evhttp_new(base);
+    v = evhttp_new(base);
+    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+    mem_reset(0);
+    ev_fail_next = 1;
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_add_virtual_host(http, "v.test", v), -1);
+    ck_assert_int_eq(errno, ENOMEM);
+    ck_assert_int_eq(mem_live, 0);
+    ck_assert_int_eq(aj_evhttp_add_virtual_host(http, "v.test", v), 0);
+    aj_evhttp_free(http);             /* frees v with it */
+    ck_assert_int_eq(mem_live, 0);
+    aj_set_mem_functions(NULL, NULL, NULL);
+    event_base_free(base);
+}
+END_TEST
+
 static void quiet(int severity, const char *msg)
 {
     (void)severity;
@@ -271,10 +319,12 @@ int main(void)
     Suite *su = suite_create("evhttp_alloc");
     TCase *tc = tcase_create("enomem");
 
+    event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
     aj_set_log_callback(quiet);
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, every_allocation_failure_in_the_adapter_is_clean);
     tcase_add_test(tc, failed_calls_leave_no_record);
+    tcase_add_test(tc, libevent_out_of_memory_in_add_virtual_host_is_enomem);
     suite_add_tcase(su, tc);
     return run_suite(su);
 }

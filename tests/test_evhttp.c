@@ -419,8 +419,7 @@ START_TEST(setup_and_each_lookup_form)
     ck_assert_ptr_eq(seen_from_req, s);
     ck_assert_ptr_nonnull(spawned_from_plain);
     /* the background job is not tied to the request: it runs after it */
-    run_for(20);
-    ck_assert_int_eq(bg_started, 1);
+    RUN_UNTIL(bg_started == 1);
     ck_assert_int_eq(log_lines, 0);
 
     shutdown_and_free(http);
@@ -879,16 +878,15 @@ START_TEST(client_leaving_while_pending_discards_the_job)
     int fd;
 
     aj_scheduler_set_limit(s, 1);
-    ck_assert_int_eq(aj_atomic(http, "/hold", h_later, "200"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/hold", h_later, "1000"), 0);
     get(port, NULL, "/hold", &r);
-    run_for(50);
+    RUN_UNTIL(handler_calls == 1);
     fd = raw_get(port, "/hold");
-    run_for(50);
-    ck_assert_uint_eq(aj_scheduler_pending_count(s), 1);
+    RUN_UNTIL(aj_scheduler_pending_count(s) == 1);
     close(fd);
-    run_for(50);
     /* seen at once (EOF watch), not when the slot frees */
-    ck_assert_uint_eq(aj_scheduler_pending_count(s), 0);
+    RUN_UNTIL(aj_scheduler_pending_count(s) == 0);
+    ck_assert_uint_eq(aj_scheduler_active_count(s), 1);
     run();
     ck_assert_int_eq(r.code, 200);
     run_for(5);
@@ -907,16 +905,14 @@ START_TEST(evhttp_free_without_shutdown_never_touches_held_requests)
     aj_scheduler *s = aj_evhttp_setup(http, base);
     struct resp r;
 
-    ck_assert_int_eq(aj_atomic(http, "/later", h_later, "100"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/later", h_later, "500"), 0);
     get(port, NULL, "/later", &r);
-    run_for(30);
-    ck_assert_int_eq(handler_calls, 1);
+    RUN_UNTIL(handler_calls == 1);
     /* libevent frees the held request now; the job still runs */
     evhttp_free(http);
     run();                      /* the client sees its connection close */
     ck_assert_int_eq(r.code, -1);
-    run_for(150);
-    ck_assert_int_eq(reply_attempts, 1);
+    RUN_UNTIL(reply_attempts == 1);
     ck_assert_int_eq(last_reply_rc, -1);
     ck_assert_int_eq(last_reply_errno, ENOTCONN);
     ck_assert_uint_eq(aj_scheduler_size(s), 0);
@@ -934,20 +930,19 @@ START_TEST(shutdown_answers_every_request_in_flight)
     int port, called = 0, fd;
     struct evhttp *http = server(&port);
     aj_scheduler *s = aj_evhttp_setup(http, base);
-    struct timeval wt = { 0, 100000 }, ct = { 0, 50000 };
+    struct timeval wt = { 0, 300000 }, ct = { 0, 50000 };
     struct resp fast, stubborn, pending, after;
     struct sockaddr_in sin;
 
     aj_scheduler_set_limit(s, 2);
     aj_scheduler_set_wait_timeout(s, &wt);
     aj_scheduler_set_close_timeout(s, &ct);
-    ck_assert_int_eq(aj_atomic(http, "/fast", h_later, "30"), 0);
-    ck_assert_int_eq(aj_atomic(http, "/stubborn", h_stubborn, "600"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/fast", h_later, "60"), 0);
+    ck_assert_int_eq(aj_atomic(http, "/stubborn", h_stubborn, "1000"), 0);
     get(port, NULL, "/fast", &fast);
     get(port, NULL, "/stubborn", &stubborn);
     get(port, NULL, "/fast", &pending);       /* waits for a slot */
-    run_for(10);
-    ck_assert_uint_eq(aj_scheduler_pending_count(s), 1);
+    RUN_UNTIL(aj_scheduler_pending_count(s) == 1);
 
     ck_assert_int_eq(aj_evhttp_shutdown(http, NULL, shutdown_done, &called), 0);
     errno = 0;
@@ -979,7 +974,7 @@ START_TEST(shutdown_answers_every_request_in_flight)
     free_conns();
     evhttp_free(http);
     /* the let-go job finishes later: its reply is dropped */
-    run_for(700);
+    RUN_UNTIL(reply_attempts == 3);
     ck_assert_int_eq(last_reply_rc, -1);
     ck_assert_int_eq(last_reply_errno, ENOTCONN);
 }

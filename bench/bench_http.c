@@ -106,14 +106,16 @@ struct snapshot {
     double cpu_us;                  /* server process CPU, user + system */
     uint64_t served_atomic;         /* requests answered by each route */
     uint64_t served_raw;
+    uint64_t served_cod;            /* atomic, AJ_EVHTTP_CANCEL_ON_DISCONNECT */
 };
 
 struct server {
     struct event_base *base;
-    struct evhttp *atomic, *raw;
+    struct evhttp *atomic, *raw, *cod;
     struct evbuffer *body;          /* "hello", refilled per request */
     struct event *ctl;
     int ctl_in, ctl_out;
+    int stopped;                    /* shutdowns done */
     struct snapshot counts;
 };
 
@@ -123,6 +125,16 @@ static void hello_atomic(aj_job *job, struct evhttp_request *req, void *arg)
     struct server *srv = arg;
     (void)req;
     srv->counts.served_atomic++;
+    evbuffer_add(srv->body, "hello", 5);
+    aj_evhttp_reply(job, 200, "OK", srv->body);
+}
+
+/* The same on a server with AJ_EVHTTP_CANCEL_ON_DISCONNECT. */
+static void hello_cod(aj_job *job, struct evhttp_request *req, void *arg)
+{
+    struct server *srv = arg;
+    (void)req;
+    srv->counts.served_cod++;
     evbuffer_add(srv->body, "hello", 5);
     aj_evhttp_reply(job, 200, "OK", srv->body);
 }
@@ -140,7 +152,8 @@ static void shutdown_done(struct evhttp *http, void *arg)
 {
     struct server *srv = arg;
     (void)http;
-    event_base_loopexit(srv->base, NULL);
+    if (++srv->stopped == 2)
+        event_base_loopexit(srv->base, NULL);
 }
 
 /* The driver's commands: 's' = send a snapshot, 'q' (or EOF) = stop. */
@@ -162,7 +175,8 @@ static void ctl_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     event_del(srv->ctl);
-    if (aj_evhttp_shutdown(srv->atomic, NULL, shutdown_done, srv) < 0) {
+    if (aj_evhttp_shutdown(srv->atomic, NULL, shutdown_done, srv) < 0 ||
+        aj_evhttp_shutdown(srv->cod, NULL, shutdown_done, srv) < 0) {
         perror("bench_http: aj_evhttp_shutdown");
         event_base_loopexit(srv->base, NULL);
     }
@@ -186,14 +200,15 @@ static void server_main(int cpu, int ctl_in, int ctl_out)
 {
     struct server srv;
     aj_scheduler *s;
-    int ports[2];
+    int ports[3];
 
     memset(&srv, 0, sizeof srv);
     pin_to(cpu);
     srv.ctl_in = ctl_in;
     srv.ctl_out = ctl_out;
     if (!(srv.base = event_base_new()) || !(srv.body = evbuffer_new()) ||
-        !(srv.atomic = evhttp_new(srv.base)) || !(srv.raw = evhttp_new(srv.base)))
+        !(srv.atomic = evhttp_new(srv.base)) || !(srv.raw = evhttp_new(srv.base)) ||
+        !(srv.cod = evhttp_new(srv.base)))
         die("server: setup");
 
     if (!(s = aj_evhttp_setup(srv.atomic, srv.base)))
@@ -203,8 +218,15 @@ static void server_main(int cpu, int ctl_in, int ctl_out)
         die("aj_atomic");
     if (evhttp_set_cb(srv.raw, "/hello", hello_raw, &srv) < 0)
         die("evhttp_set_cb");
+    if (!(s = aj_evhttp_setup(srv.cod, srv.base)))
+        die("aj_evhttp_setup");
+    aj_scheduler_set_debug(s, 0);
+    if (aj_evhttp_set_flags(srv.cod, AJ_EVHTTP_CANCEL_ON_DISCONNECT) < 0 ||
+        aj_atomic(srv.cod, "/hello", hello_cod, &srv) < 0)
+        die("aj_atomic (cancel on disconnect)");
     ports[0] = bind_ephemeral(srv.atomic);
     ports[1] = bind_ephemeral(srv.raw);
+    ports[2] = bind_ephemeral(srv.cod);
 
     srv.ctl = event_new(srv.base, ctl_in, EV_READ | EV_PERSIST, ctl_cb, &srv);
     if (!srv.ctl || event_add(srv.ctl, NULL) < 0)
@@ -216,6 +238,7 @@ static void server_main(int cpu, int ctl_in, int ctl_out)
 
     event_free(srv.ctl);
     evhttp_free(srv.atomic);
+    evhttp_free(srv.cod);
     evhttp_free(srv.raw);
     evbuffer_free(srv.body);
     event_base_free(srv.base);
@@ -229,7 +252,7 @@ static void server_main(int cpu, int ctl_in, int ctl_out)
 struct server_handle {
     pid_t pid;
     int cmd, reply;                 /* pipes to and from the server */
-    int port_atomic, port_raw;
+    int port_atomic, port_raw, port_cod;
 };
 
 static void read_full(int fd, void *buf, size_t len, const char *what)
@@ -250,7 +273,7 @@ static void read_full(int fd, void *buf, size_t len, const char *what)
 
 static void server_start(struct server_handle *h, int cpu)
 {
-    int to[2], from[2], ports[2];
+    int to[2], from[2], ports[3];
 
     if (pipe(to) < 0 || pipe(from) < 0)
         die("pipe");
@@ -270,6 +293,7 @@ static void server_start(struct server_handle *h, int cpu)
     read_full(h->reply, ports, sizeof ports, "ports");
     h->port_atomic = ports[0];
     h->port_raw = ports[1];
+    h->port_cod = ports[2];
 }
 
 static struct snapshot server_snapshot(struct server_handle *h)
@@ -413,7 +437,15 @@ struct run {
     double p99_us;
 };
 
-static struct run measure(struct server_handle *h, int atomic, int seconds, int cpu)
+enum route { RAW, ATOMIC, COD };
+static const char *const route_names[] = { "raw", "atomic", "atomic+cancel-on-disconnect" };
+
+static uint64_t served_on(const struct snapshot *s, enum route r)
+{
+    return r == RAW ? s->served_raw : r == ATOMIC ? s->served_atomic : s->served_cod;
+}
+
+static struct run measure(struct server_handle *h, enum route route, int seconds, int cpu)
 {
     struct snapshot a, b;
     struct wrk_result w;
@@ -421,24 +453,75 @@ static struct run measure(struct server_handle *h, int atomic, int seconds, int 
     double served, other;
 
     a = server_snapshot(h);
-    run_wrk(atomic ? h->port_atomic : h->port_raw, seconds, cpu, &w);
+    run_wrk(route == RAW ? h->port_raw : route == ATOMIC ? h->port_atomic : h->port_cod,
+            seconds, cpu, &w);
     b = server_snapshot(h);
-    served = atomic ? (double)(b.served_atomic - a.served_atomic)
-                    : (double)(b.served_raw - a.served_raw);
-    other = atomic ? (double)(b.served_raw - a.served_raw)
-                   : (double)(b.served_atomic - a.served_atomic);
+    served = (double)(served_on(&b, route) - served_on(&a, route));
+    other = (double)(b.served_raw + b.served_atomic + b.served_cod -
+                     a.served_raw - a.served_atomic - a.served_cod) - served;
     if (served <= 0 || other != 0 || w.non2xx != 0) {
-        fprintf(stderr, "bench_http: %s route: served %.0f (other route %.0f), %ld non-2xx\n",
-                atomic ? "atomic" : "raw", served, other, w.non2xx);
+        fprintf(stderr, "bench_http: %s route: served %.0f (other routes %.0f), %ld non-2xx\n",
+                route_names[route], served, other, w.non2xx);
         exit(1);
     }
     if (w.socket_errors)
         fprintf(stderr, "bench_http: %s route: %ld socket errors reported by wrk\n",
-                atomic ? "atomic" : "raw", w.socket_errors);
+                route_names[route], w.socket_errors);
     run.cpu_us_per_req = (b.cpu_us - a.cpu_us) / served;
     run.rps = w.rps;
     run.p99_us = w.p99_us;
     return run;
+}
+
+/* ------------------------------------------------------------------ */
+/* The lookup's cost with 1 server registered and with 1,000            */
+/* ------------------------------------------------------------------ */
+
+#define LOOKUP_SERVERS 1000
+
+/* ns per aj_evhttp_get_scheduler_from_server() of `probe`. */
+static double lookup_ns(struct evhttp *probe, long n)
+{
+    volatile uintptr_t sink = 0;
+    double t0 = bench_now_ns();
+    long i;
+
+    for (i = 0; i < n; i++)
+        sink += (uintptr_t)aj_evhttp_get_scheduler_from_server(probe);
+    (void)sink;
+    return (bench_now_ns() - t0) / (double)n;
+}
+
+/* Rounds of: time the lookup of one server alone, register 999 more,
+ * time it again, free them; the median ratio says whether the cost grows
+ * with the number of servers registered in the process. */
+static void bench_lookup(int quick, int judge)
+{
+    struct event_base *base = event_base_new();
+    struct evhttp *probe, *more[LOOKUP_SERVERS - 1];
+    double one[16], many[16], ratio[16];
+    long n = quick ? 100000 : 2000000;
+    int rounds = quick ? 2 : 7, r, i;
+
+    if (!base || !(probe = evhttp_new(base)) || !aj_evhttp_setup(probe, base))
+        die("lookup bench: setup");
+    lookup_ns(probe, n / 10);                     /* warm up */
+    for (r = 0; r < rounds; r++) {
+        one[r] = lookup_ns(probe, n);
+        for (i = 0; i < LOOKUP_SERVERS - 1; i++)
+            if (!(more[i] = evhttp_new(base)) || !aj_evhttp_setup(more[i], base))
+                die("lookup bench: setup");
+        many[r] = lookup_ns(probe, n);
+        for (i = 0; i < LOOKUP_SERVERS - 1; i++)
+            aj_evhttp_free(more[i]);
+        ratio[r] = many[r] / one[r];
+    }
+    aj_evhttp_free(probe);
+    event_base_free(base);
+    bench_section("Adapter lookup (aj_evhttp_get_scheduler_from_server), 1 server against 1,000");
+    bench_figure("http_lookup_1_ns", bench_median(one, rounds), "ns", 0, judge);
+    bench_figure("http_lookup_1000_ns", bench_median(many, rounds), "ns", 0, judge);
+    bench_figure("http_lookup_ratio_1000_vs_1", bench_median(ratio, rounds), "x", 1.5, judge);
 }
 
 /* wrk from $WRK (configure's path) or PATH; NULL if there is none. */
@@ -465,8 +548,9 @@ int main(int argc, char **argv)
     struct bench_opts o;
     struct server_handle h;
     struct run ra, rr;
+    struct run rc;
     double acpu[64], rcpu[64], arps[64], rrps[64], ap99[64], rp99[64], rcpu_ratio[64],
-        rp99_ratio[64], la[3];
+        rp99_ratio[64], ccpu[64], ccpu_ratio[64], la[3];
     int server_cpu, client_cpu, r, judge;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -479,33 +563,41 @@ int main(int argc, char **argv)
     unsetenv("AJ_DEBUG");
     signal(SIGPIPE, SIG_IGN);
 
+    bench_open_out(o.out);
+    bench_lookup(o.quick, judge);
     wrk_path = find_wrk();
     if (!wrk_path) {
         printf("\nHTTP benchmarks SKIPPED: wrk not found (apt-get install wrk)\n");
+        bench_close_out();
         return 0;
     }
-    bench_open_out(o.out);
     pick_cpus(&server_cpu, &client_cpu);
     bench_loadavg(la);
     bench_record("http_loadavg_before", la[0]);
-    printf("\nHTTP: GET /hello, aj_atomic + aj_evhttp_reply against evhttp_set_cb;\n"
+    printf("\nHTTP: GET /hello, aj_atomic + aj_evhttp_reply (flags 0, and with\n"
+           "AJ_EVHTTP_CANCEL_ON_DISCONNECT) against evhttp_set_cb;\n"
            "wrk %d keep-alive connections, %d rounds of %d s per route (order swapped per round);\n"
            "server on CPU %d, wrk on CPU %d; load average %.2f %.2f %.2f\n",
            CONNS, ROUNDS, DURATION, server_cpu, client_cpu, la[0], la[1], la[2]);
 
     server_start(&h, server_cpu);
     if (!o.quick) {                 /* warm both routes up, not counted */
-        measure(&h, 1, 1, client_cpu);
-        measure(&h, 0, 1, client_cpu);
+        measure(&h, ATOMIC, 1, client_cpu);
+        measure(&h, RAW, 1, client_cpu);
+        measure(&h, COD, 1, client_cpu);
     }
     for (r = 0; r < ROUNDS; r++) {
         if (r % 2 == 0) {
-            ra = measure(&h, 1, DURATION, client_cpu);
-            rr = measure(&h, 0, DURATION, client_cpu);
+            ra = measure(&h, ATOMIC, DURATION, client_cpu);
+            rr = measure(&h, RAW, DURATION, client_cpu);
+            rc = measure(&h, COD, DURATION, client_cpu);
         } else {
-            rr = measure(&h, 0, DURATION, client_cpu);
-            ra = measure(&h, 1, DURATION, client_cpu);
+            rc = measure(&h, COD, DURATION, client_cpu);
+            rr = measure(&h, RAW, DURATION, client_cpu);
+            ra = measure(&h, ATOMIC, DURATION, client_cpu);
         }
+        ccpu[r] = rc.cpu_us_per_req;
+        ccpu_ratio[r] = rc.cpu_us_per_req / rr.cpu_us_per_req;
         acpu[r] = ra.cpu_us_per_req;
         rcpu[r] = rr.cpu_us_per_req;
         arps[r] = ra.rps;
@@ -514,8 +606,10 @@ int main(int argc, char **argv)
         rp99[r] = rr.p99_us;
         rcpu_ratio[r] = ra.cpu_us_per_req / rr.cpu_us_per_req;
         rp99_ratio[r] = ra.p99_us / rr.p99_us;
-        fprintf(stderr, "  round %d/%d: atomic %.2f us/req %.0f req/s, raw %.2f us/req %.0f req/s\n",
-                r + 1, ROUNDS, ra.cpu_us_per_req, ra.rps, rr.cpu_us_per_req, rr.rps);
+        fprintf(stderr, "  round %d/%d: atomic %.2f us/req %.0f req/s, raw %.2f us/req %.0f req/s, "
+                "cancel-on-disconnect %.2f us/req\n",
+                r + 1, ROUNDS, ra.cpu_us_per_req, ra.rps, rr.cpu_us_per_req, rr.rps,
+                rc.cpu_us_per_req);
     }
     server_stop(&h);
 
@@ -523,6 +617,9 @@ int main(int argc, char **argv)
     bench_figure("http_atomic_cpu_us", bench_median(acpu, ROUNDS), "us", 0, judge);
     bench_figure("http_raw_cpu_us", bench_median(rcpu, ROUNDS), "us", 0, judge);
     bench_figure("http_cpu_ratio", bench_median(rcpu_ratio, ROUNDS), "x", 1.05, judge);
+    bench_figure("http_cod_cpu_us", bench_median(ccpu, ROUNDS), "us", 0, judge);
+    bench_figure("http_cpu_ratio_cancel_on_disconnect", bench_median(ccpu_ratio, ROUNDS), "x", 1.05,
+                 judge);
     bench_figure("http_atomic_rps", bench_median(arps, ROUNDS), "req/s", 0, judge);
     bench_figure("http_raw_rps", bench_median(rrps, ROUNDS), "req/s", 0, judge);
     bench_figure("http_atomic_p99_us", bench_median(ap99, ROUNDS), "us", 0, judge);

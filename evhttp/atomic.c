@@ -17,7 +17,15 @@
  *   client gone first                       -> the job runs to its end,
  *                                              its reply is dropped
  *                                              (a job still pending is
- *                                              discarded: nobody to answer)
+ *                                              discarded: nobody to answer;
+ *                                              with CANCEL_ON_DISCONNECT a
+ *                                              running one is closed)
+ *
+ * Every answer the adapter makes is a fresh response (ajh__send_status).
+ * The route's libevent arg is its id in the registry's index, so a route
+ * the records forgot (shutdown, forget) answers 503 instead of reading
+ * freed memory.  The request's per-request data (aj_evhttp_set_data) is
+ * released with the job.
  */
 #include "config.h"
 
@@ -43,32 +51,41 @@ static const struct aj_job_ops atomic_ops = {
     .release = atomic_release,
 };
 
+static const char *status_reason(int code)
+{
+    switch (code) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
+    }
+}
+
+/*
+ * A reply the adapter makes itself (SPEC 4.2): a fresh response.  Whatever
+ * the handler put into the response so far (a Set-Cookie, its own
+ * Content-Length, part of a body) is discarded first, so none of it reaches
+ * the client with the error and the framing stays right for keep-alive.
+ * evhttp_send_error() would drop our own headers: evhttp_send_reply().
+ */
 void ajh__send_status(struct evhttp_request *req, int code, int retry_after, int close)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    const char *reason = code == 503 ? "Service Unavailable" : "Internal Server Error";
-    struct evbuffer *body = evbuffer_new();
+    struct evbuffer *out = evhttp_request_get_output_buffer(req);
+    const char *reason = status_reason(code);
 
-    /* evhttp_send_error() would drop these headers: evhttp_send_reply(). */
+    evhttp_clear_headers(h);
+    evbuffer_drain(out, evbuffer_get_length(out));
     if (retry_after)
         evhttp_add_header(h, "Retry-After", "1");
     if (close)
         evhttp_add_header(h, "Connection", "close");
-    if (body) {
-        evhttp_remove_header(h, "Content-Type");
-        evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
-        evbuffer_add_printf(body, "%d %s\n", code, reason);
-    }
-    evhttp_send_reply(req, code, reason, body);
-    if (body)
-        evbuffer_free(body);
-}
-
-/* What routes point at once their server was shut down and forgotten. */
-void ajh__shed_cb(struct evhttp_request *req, void *arg)
-{
-    (void)arg;
-    ajh__send_status(req, 503, 1, 1);
+    evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
+    /* Into the request's own buffer: no allocation that could fail. */
+    evbuffer_add_printf(out, "%d %s\n", code, reason);
+    evhttp_send_reply(req, code, reason, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -104,12 +121,26 @@ static void untrack(struct aj__atomic *a)
         aj_free(a);
 }
 
+static void departure_closed(aj_job *job, int error, void *result, void *arg)
+{
+    (void)result;
+    (void)arg;
+    if (error == ETIMEDOUT)
+        aj_log(EVENT_LOG_WARN, "aj_atomic: Job closing timed out: job %s, closed when its "
+               "client left, still runs", aj_job_name(job));
+}
+
 /* The client is gone.  A job that has not started is discarded (nobody is
- * left to answer); a running one runs to its end. */
+ * left to answer); a running one runs to its end, or with
+ * AJ_EVHTTP_CANCEL_ON_DISCONNECT is closed: its cancel hook runs from the
+ * loop.  The close is the adapter's: its outcome only reaches the log. */
 static void client_gone(struct aj__atomic *a)
 {
-    if (!a->released && !a->started && a->job)
-        aj_job_close(a->job, NULL, NULL, NULL);
+    if (!a->released && a->job && !a->replied &&
+        (!a->started || (a->flags & AJ_EVHTTP_CANCEL_ON_DISCONNECT)))
+        if (aj_job_close(a->job, NULL, a->started ? departure_closed : NULL, NULL) != 0)
+            aj_log(EVENT_LOG_WARN, "aj_atomic: cannot close job %s whose client left: %s",
+                   aj_job_name(a->job), strerror(errno));
     untrack(a);
 }
 
@@ -164,6 +195,12 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
+    if (n == 0 && (a->flags & AJ_EVHTTP_ALLOW_HALF_CLOSE)) {
+        /* A half-close: the client still reads.  Only a failed write will
+         * say it left (EOF stays readable: stop watching). */
+        watch_stop(a);
+        return;
+    }
     /* Forget the request first, then let libevent free it. */
     evhttp_connection_set_closecb(evcon, NULL, NULL);
     client_gone(a);
@@ -212,6 +249,10 @@ static void atomic_release(void *arg)
 {
     struct aj__atomic *a = arg;
 
+    if (a->data_release)
+        a->data_release(a->data);
+    a->data = NULL;
+    a->data_release = NULL;
     a->released = 1;
     a->job = NULL;
     if (!a->tracking)
@@ -254,20 +295,24 @@ static void atomic_waited(aj_job *job, int error, void *result, void *arg)
     ajh__send_status(a->req, 500, 0, close);
 }
 
-/* libevent calls this for every request on an atomic route. */
+/* libevent calls this for every request on an atomic route.  Its arg is
+ * the route's id: the records may be gone (a shutdown or forget leaves the
+ * user's routes in libevent as they are), and then it answers 503. */
 static void route_cb(struct evhttp_request *req, void *arg)
 {
-    struct aj__route *r = arg;
+    struct aj__route *r = ajh__route_find((uintptr_t)arg);
     struct aj__node *sn;
     struct aj__atomic *a;
     aj_scheduler *s;
     aj_job *job;
     int err;
 
-    ajh__reg_lock();
+    if (!r) {
+        ajh__send_status(req, 503, 1, 1);
+        return;
+    }
     sn = ajh__node_sched_node(r->node);
     s = sn ? sn->sched : NULL;
-    ajh__reg_unlock();
     if (!s) {
         aj_log(EVENT_LOG_WARN, "aj_atomic: no scheduler for %s: aj_evhttp_setup() was not called "
                "for this server or a parent; answering 500", evhttp_request_get_uri(req));
@@ -286,6 +331,7 @@ static void route_cb(struct evhttp_request *req, void *arg)
     }
     a->handler = r->handler;
     a->arg = r->arg;
+    a->flags = r->node->flags;
     a->req = req;
     a->evcon = evhttp_request_get_connection(req);
     job = aj_spawn(s, &atomic_ops, a);
@@ -332,8 +378,10 @@ void ajh__route_free(struct aj__route *r)
     aj_free(r);
 }
 
+/* A route record for http, its node made if need be; not yet indexed nor
+ * on the node (the caller does both once libevent took it). */
 static struct aj__route *route_new(struct evhttp *http, const char *path, aj_atomic_handler handler,
-                                   void *arg, struct aj__node **node)
+                                   void *arg)
 {
     struct aj__route *r = aj_calloc(1, sizeof *r);
 
@@ -342,26 +390,28 @@ static struct aj__route *route_new(struct evhttp *http, const char *path, aj_ato
     r->handler = handler;
     r->arg = arg;
     aj__q_init(&r->link);
-    if (path && !(r->path = ajh__strdup(path))) {
-        aj_free(r);
-        return NULL;
-    }
-    ajh__reg_lock();
-    *node = ajh__node_get(http);
-    ajh__reg_unlock();
-    if (!*node) {
+    aj__q_init(&r->hlink);
+    if ((path && !(r->path = ajh__strdup(path))) || !(r->node = ajh__node_get(http))) {
         ajh__route_free(r);
-        errno = ENOMEM;
         return NULL;
     }
-    r->node = *node;
+    ajh__route_index(r);
     return r;
+}
+
+/* Takes back route_new (libevent refused it): nothing stays behind. */
+static void route_undo(struct aj__route *r)
+{
+    struct aj__node *n = r->node;
+
+    ajh__route_unindex(r);
+    ajh__route_free(r);
+    ajh__node_drop_if_unused(n);
 }
 
 AJ_EXPORT int aj_atomic(struct evhttp *http, const char *path, aj_atomic_handler handler,
                         void *arg)
 {
-    struct aj__node *n;
     struct aj__route *r;
     int rc;
 
@@ -369,41 +419,38 @@ AJ_EXPORT int aj_atomic(struct evhttp *http, const char *path, aj_atomic_handler
         errno = EINVAL;
         return -1;
     }
-    r = route_new(http, path, handler, arg, &n);
+    r = route_new(http, path, handler, arg);
     if (!r)
         return -1;
-    rc = evhttp_set_cb(http, path, route_cb, r);
+    rc = evhttp_set_cb(http, path, route_cb, (void *)r->id);
     if (rc != 0) {
-        ajh__route_free(r);
+        route_undo(r);
         errno = rc == -1 ? EEXIST : ENOMEM;
         return -1;
     }
-    ajh__reg_lock();
-    aj__q_insert_tail(&n->routes, &r->link);
-    ajh__reg_unlock();
+    aj__q_insert_tail(&r->node->routes, &r->link);
     return 0;
 }
 
 AJ_EXPORT int aj_atomic_gencb(struct evhttp *http, aj_atomic_handler handler, void *arg)
 {
-    struct aj__node *n;
     struct aj__route *r, *old;
 
     if (!http || !handler) {
         errno = EINVAL;
         return -1;
     }
-    r = route_new(http, NULL, handler, arg, &n);
+    r = route_new(http, NULL, handler, arg);
     if (!r)
         return -1;
-    evhttp_set_gencb(http, route_cb, r);
-    ajh__reg_lock();
-    old = n->gencb;
-    n->gencb = r;
-    ajh__reg_unlock();
+    evhttp_set_gencb(http, route_cb, (void *)r->id);
+    old = r->node->gencb;
+    r->node->gencb = r;
     /* route_cb copies what it needs: the old route is unused from here. */
-    if (old)
+    if (old) {
+        ajh__route_unindex(old);
         ajh__route_free(old);
+    }
     return 0;
 }
 
@@ -443,4 +490,29 @@ AJ_EXPORT int aj_evhttp_reply(aj_job *job, int code, const char *reason, struct 
     evhttp_send_reply(a->req, code, reason, body);
     aj_job_done(job, 0, NULL);
     return 0;
+}
+
+AJ_EXPORT int aj_evhttp_set_data(aj_job *job, void *data, void (*release)(void *data))
+{
+    struct aj__atomic *a;
+
+    if (!job || aj_job_ops(job) != &atomic_ops) {
+        errno = EINVAL;
+        return -1;
+    }
+    a = aj_job_arg(job);
+    if (a->released) {
+        errno = EINVAL;
+        return -1;
+    }
+    a->data = data;
+    a->data_release = release;
+    return 0;
+}
+
+AJ_EXPORT void *aj_evhttp_data(const aj_job *job)
+{
+    if (!job || aj_job_ops(job) != &atomic_ops)
+        return NULL;
+    return ((struct aj__atomic *)aj_job_arg(job))->data;
 }

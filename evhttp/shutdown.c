@@ -12,11 +12,14 @@
  *      (those and the replies jobs sent) is written or its connection
  *      closed; answers still unwritten then are logged: evhttp_free() will
  *      cut them
- *   4. free the schedulers, point the atomic routes at a 503 handler,
- *      forget the servers, and call the user back from the loop.
+ *   4. call the user back from the loop while the closed schedulers still
+ *      exist (their final counters can be read), then forget the servers
+ *      and free the schedulers without touching any server: the callback
+ *      may have freed them.  The user's routes stay in libevent as the
+ *      user left them; the atomic ones find no record and answer 503.
  *
  * Steps run from the loop; the user's callback never runs inside a
- * libevent callback, so it may evhttp_free() at once.
+ * libevent callback, so it may evhttp_free() or aj_evhttp_free() at once.
  */
 #include "config.h"
 
@@ -29,7 +32,7 @@
 
 static const struct timeval GRACE = { 2, 0 };
 
-enum { SD_DRAINING, SD_WRITING, SD_DONE };
+enum { SD_DRAINING, SD_WRITING, SD_CALLBACK, SD_DONE };
 
 struct aj__shutdown {
     struct aj__node *top;
@@ -41,19 +44,10 @@ struct aj__shutdown {
     int closing;                   /* schedulers whose close has not ended */
     int phase;
     int grace_over;
+    int aborted;                   /* aj_evhttp_free took the tree away first */
+    int orphaned;                  /* ... from inside the callback */
+    struct aj__shutdown *next_abandoned;
 };
-
-/* Calls fn on n and every registered vhost below it (pre-order). */
-static void tree_walk(struct aj__node *n, void (*fn)(struct aj__node *, void *), void *arg)
-{
-    struct aj__q *q, *next;
-
-    fn(n, arg);
-    for (q = n->children.next; q != &n->children; q = next) {
-        next = q->next;
-        tree_walk(aj__q_data(q, struct aj__node, sibling), fn, arg);
-    }
-}
 
 static void count_scheds(struct aj__node *n, void *arg)
 {
@@ -84,7 +78,7 @@ static void sched_closed(aj_scheduler *s, void *arg)
     struct aj__shutdown *sd = arg;
 
     (void)s;
-    if (--sd->closing == 0)
+    if (--sd->closing == 0 && !sd->aborted)
         kick(sd);
 }
 
@@ -97,11 +91,19 @@ static void start_close(struct aj__node *n, void *arg)
         return;
     sd->closing++;
     if (aj_scheduler_wait_and_close(n->sched, timeout, sched_closed, sd) != 0) {
-        /* Closing already (the user's own close): its callback is the
-         * user's; step 4's aj_scheduler_free() ends it. */
-        aj_log(EVENT_LOG_WARN, "aj_evhttp_shutdown: scheduler already closing (%s)",
+        /* Out of memory: a drain cannot be armed, so close at once
+         * instead (pending jobs discarded, running ones cancelled and
+         * waited for the close timeout) rather than free the scheduler
+         * early; its own callback reports through sched_closed. */
+        aj_log(EVENT_LOG_WARN, "aj_evhttp_shutdown: cannot drain a scheduler (%s): closing it",
                strerror(errno));
-        sd->closing--;
+        if (aj_scheduler_close(n->sched, sched_closed, sd) != 0) {
+            /* Not even that: the scheduler is closed when step 4 frees
+             * it, and its jobs are let go. */
+            aj_log(EVENT_LOG_ERR, "aj_evhttp_shutdown: cannot close a scheduler (%s): "
+                   "its jobs will be let go", strerror(errno));
+            sd->closing--;
+        }
     }
 }
 
@@ -126,82 +128,22 @@ static void pick_first_socket(struct evhttp_bound_socket *b, void *arg)
         *first = b;
 }
 
-struct forget_ctx {
-    struct aj__node *dead;        /* chained through next_dead */
-    int http_alive;               /* 0: evhttp_free ran, do not touch it */
-};
-
-/* Step 4, per node: stop referring to it, chain it for freeing. */
-static void forget(struct aj__node *n, void *arg)
-{
-    struct forget_ctx *ctx = arg;
-    struct aj__q *q;
-
-    /* Requests whose answer is still being written keep their callbacks
-     * (they free themselves when libevent is done) but leave the node. */
-    while ((q = aj__q_first(&n->held)) != NULL) {
-        aj__q_data(q, struct aj__atomic, link)->node = NULL;
-        aj__q_remove(q);
-    }
-    /* libevent keeps calling the routes until evhttp_free: point them at
-     * a handler that needs no state. */
-    while ((q = aj__q_first(&n->routes)) != NULL) {
-        struct aj__route *r = aj__q_data(q, struct aj__route, link);
-        aj__q_remove(q);
-        if (ctx->http_alive) {
-            evhttp_del_cb(n->http, r->path);
-            evhttp_set_cb(n->http, r->path, ajh__shed_cb, NULL);
-        }
-        ajh__route_free(r);
-    }
-    if (n->gencb) {
-        if (ctx->http_alive)
-            evhttp_set_gencb(n->http, ajh__shed_cb, NULL);
-        ajh__route_free(n->gencb);
-        n->gencb = NULL;
-    }
-    n->next_dead = ctx->dead;
-    ctx->dead = n;
-}
-
-/* Step 4: forget top and its vhosts (the registry lock is held), free
- * their schedulers (it is not). */
-static void forget_tree(struct aj__node *top, int http_alive)
-{
-    struct forget_ctx ctx = { NULL, http_alive };
-    struct aj__node *dead, *n;
-    struct aj__q *q;
-
-    tree_walk(top, forget, &ctx);
-    dead = ctx.dead;
-    for (n = dead; n; n = n->next_dead) {
-        /* Children of the top are chained too: unlink each from the
-         * registry and its parent; the top may stay a vhost of a parent
-         * we do not shut down, so it leaves that parent's list as well. */
-        while ((q = aj__q_first(&n->children)) != NULL)
-            aj__q_remove(q);
-        ajh__node_unlink(n);
-    }
-    ajh__reg_unlock();
-    /* Outside the lock: freeing a scheduler runs owed callbacks, which
-     * may call back into the adapter. */
-    while ((n = dead) != NULL) {
-        dead = n->next_dead;
-        if (n->sched)
-            aj_scheduler_free(n->sched);
-        ajh__node_free(n);
-    }
-}
-
 static void finish(struct aj__shutdown *sd)
 {
-    sd->phase = SD_DONE;
+    struct aj__node *dead;
+
     event_del(&sd->grace_ev);
     event_del(&sd->step_ev);
-    ajh__reg_lock();
-    forget_tree(sd->top, 1);
+    /* The records and the closed schedulers are there for the callback;
+     * it may free the servers (aj_evhttp_free sees SD_CALLBACK). */
+    sd->phase = SD_CALLBACK;
     if (sd->cb)
         sd->cb(sd->http, sd->arg);
+    sd->phase = SD_DONE;
+    if (!sd->orphaned) {          /* else aj_evhttp_free of a parent did it */
+        ajh__forget_tree(sd->top, &dead);
+        ajh__free_dead(dead);
+    }
     aj_free(sd);
 }
 
@@ -216,11 +158,11 @@ static void step(evutil_socket_t fd, short what, void *arg)
         if (sd->closing > 0)
             return;
         sd->phase = SD_WRITING;
-        tree_walk(sd->top, answer_held, NULL);
+        ajh__tree_walk(sd->top, answer_held, NULL);
         event_add(&sd->grace_ev, &GRACE);
     }
     if (sd->phase == SD_WRITING) {
-        tree_walk(sd->top, count_held, &held);
+        ajh__tree_walk(sd->top, count_held, &held);
         if (held > 0 && sd->grace_over)
             aj_log(EVENT_LOG_WARN,
                    "aj_evhttp_shutdown: %d answer%s still being written after %d s: "
@@ -248,6 +190,77 @@ void ajh__shutdown_progress(struct aj__shutdown *sd)
         kick(sd);
 }
 
+int ajh__shutdown_in_callback(const struct aj__shutdown *sd)
+{
+    return sd->phase == SD_CALLBACK;
+}
+
+/* One node of a tree aj_evhttp_free takes away: it leaves its shutdown;
+ * a shutdown whose top it is ends with it. */
+static void release_node(struct aj__node *n, void *arg)
+{
+    struct aj__shutdown **abandoned = arg;
+    struct aj__shutdown *sd = n->shutdown;
+
+    if (!sd)
+        return;
+    n->shutdown = NULL;
+    if (sd->top != n)
+        return;                   /* its top stays, or is visited too */
+    if (sd->phase == SD_CALLBACK) {
+        sd->orphaned = 1;         /* from its callback: it just returns */
+        return;
+    }
+    sd->aborted = 1;              /* its callback never runs */
+    event_del(&sd->grace_ev);
+    event_del(&sd->step_ev);
+    sd->next_abandoned = *abandoned;
+    *abandoned = sd;
+}
+
+/*
+ * aj_evhttp_free(n->http) takes n's tree away from every shutdown that
+ * covers part of it (see aj_evhttp_free(3)).  Returns the shutdowns it
+ * abandoned: free them with ajh__shutdown_free_abandoned() after the
+ * schedulers, whose close callbacks still name them.
+ */
+struct aj__shutdown *ajh__shutdown_release_tree(struct aj__node *n)
+{
+    struct aj__shutdown *abandoned = NULL;
+
+    ajh__tree_walk(n, release_node, &abandoned);
+    return abandoned;
+}
+
+void ajh__shutdown_free_abandoned(struct aj__shutdown *sd)
+{
+    struct aj__shutdown *next;
+
+    for (; sd; sd = next) {
+        next = sd->next_abandoned;
+        aj_free(sd);
+    }
+}
+
+static void any_shutdown(struct aj__node *n, void *arg)
+{
+    if (n->shutdown)
+        *(int *)arg = 1;
+}
+
+/* A shutdown covers n, a parent of n, or a vhost below n. */
+int ajh__shutdown_near(struct aj__node *n)
+{
+    struct aj__node *p;
+    int found = 0;
+
+    for (p = n; p; p = p->parent)
+        if (p->shutdown)
+            return 1;
+    ajh__tree_walk(n, any_shutdown, &found);
+    return found;
+}
+
 static struct event_base *first_base(struct aj__node *n)
 {
     struct aj__q *q;
@@ -265,7 +278,7 @@ AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *time
                                  aj_evhttp_cb cb, void *arg)
 {
     struct aj__shutdown *sd;
-    struct aj__node *n, *p;
+    struct aj__node *n;
     struct evhttp_bound_socket *b;
     struct event_base *base;
     int scheds = 0, err;
@@ -278,18 +291,16 @@ AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *time
     sd = aj_calloc(1, sizeof *sd);
     if (!sd)
         return -1;
-    ajh__reg_lock();
     n = ajh__node_find(http);
     if (!n) {
         err = ENOENT;
         goto fail;
     }
-    for (p = n; p; p = p->parent)
-        if (p->shutdown) {
-            err = EALREADY;
-            goto fail;
-        }
-    tree_walk(n, count_scheds, &scheds);
+    if (ajh__shutdown_near(n)) {
+        err = EALREADY;
+        goto fail;
+    }
+    ajh__tree_walk(n, count_scheds, &scheds);
     if (scheds == 0) {
         err = ENOENT;
         goto fail;
@@ -301,8 +312,7 @@ AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *time
     sd->arg = arg;
     event_assign(&sd->step_ev, base, -1, 0, step, sd);
     event_assign(&sd->grace_ev, base, -1, 0, grace_over, sd);
-    tree_walk(n, mark, sd);
-    ajh__reg_unlock();
+    ajh__tree_walk(n, mark, sd);
 
     /* 1. Stop accepting. */
     for (;;) {
@@ -313,12 +323,11 @@ AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *time
         evhttp_del_accept_socket(http, b);
     }
     /* 2. Drain. */
-    tree_walk(n, start_close, (void *)&timeout);
+    ajh__tree_walk(n, start_close, (void *)&timeout);
     if (sd->closing == 0)
         kick(sd);
     return 0;
 fail:
-    ajh__reg_unlock();
     aj_free(sd);
     errno = err;
     return -1;
@@ -326,25 +335,22 @@ fail:
 
 AJ_EXPORT int aj_evhttp_forget(struct evhttp *http)
 {
-    struct aj__node *n, *p;
+    struct aj__node *n, *dead;
 
     if (!http) {
         errno = EINVAL;
         return -1;
     }
-    ajh__reg_lock();
     n = ajh__node_find(http);
-    for (p = n; p; p = p->parent)
-        if (p->shutdown) {
-            ajh__reg_unlock();
-            errno = EALREADY;
-            return -1;
-        }
     if (!n) {
-        ajh__reg_unlock();
         errno = ENOENT;
         return -1;
     }
-    forget_tree(n, 0);   /* unlocks */
+    if (ajh__shutdown_near(n)) {
+        errno = EALREADY;
+        return -1;
+    }
+    ajh__forget_tree(n, &dead);
+    ajh__free_dead(dead);
     return 0;
 }

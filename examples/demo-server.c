@@ -9,7 +9,11 @@
  *   GET /slow?ms=N    an atomic route doing real asynchronous work: a timer
  *                     stands in for a slow backend and the job replies N ms
  *                     later (0..5000, default 100).  It arms a cancel hook,
- *                     so a shutdown can stop it (the client then gets 503).
+ *                     so a shutdown can stop it (the client then gets 503),
+ *                     and the server has AJ_EVHTTP_CANCEL_ON_DISCONNECT, so
+ *                     the same hook stops it at once when its client
+ *                     leaves.  Its state is per-request data
+ *                     (aj_evhttp_set_data), released on every way out.
  *   GET /stats        a plain evhttp callback (not a job, so it answers even
  *                     when the scheduler sheds load): the scheduler's
  *                     counters and the demo's own, as JSON.
@@ -36,10 +40,9 @@
  *          ab -c 64 -n 2000 'http://127.0.0.1:8080/slow?ms=20'
  *          curl localhost:8080/stats; kill %1
  *
- * Ownership in one sentence: everything a job allocates is freed by the job
- * itself, either when it finishes (the timer fired) or when it is cancelled
- * -- exactly one of the two happens, because a finished job is never
- * cancelled and we disarm the cancel hook before finishing.
+ * Ownership in one sentence: what a /slow job allocates is its per-request
+ * data, and the adapter releases it exactly once, whichever way the job
+ * ended (aj_evhttp_set_data); the audit job frees its own in its release.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -253,32 +256,37 @@ struct slow {
     long ms;
 };
 
+/* Every way out (reply, cancel, client gone, shutdown) ends here, once:
+ * the adapter calls it when it releases the job (aj_evhttp_set_data). */
+static void slow_release(void *data)
+{
+    struct slow *sl = data;
+
+    if (sl->timer)
+        event_free(sl->timer);
+    free(sl);
+}
+
 /* The backend answered: reply, which also finishes the job. */
 static void slow_answered(evutil_socket_t fd, short what, void *arg)
 {
     struct slow *sl = arg;
-    struct demo *d = sl->d;
-    aj_job *job = sl->job;
-    long ms = sl->ms;
 
     (void)fd;
     (void)what;
-    /* Disarm the cancel hook first: from here on, this path owns `sl`. */
-    aj_job_set_cancel(job, NULL, NULL);
-    event_free(sl->timer);
-    free(sl);
-    reply_text(d, job, 200, "OK", "slept %ld ms\n", ms);
+    reply_text(sl->d, sl->job, 200, "OK", "slept %ld ms\n", sl->ms);
 }
 
-/* Asked to stop (shutdown past its drain timeout, or the scheduler's wait
- * timeout): tidy up and finish with ECANCELED; the client gets 503. */
+/* Asked to stop (shutdown past its drain timeout, the scheduler's wait
+ * timeout, or the client left: AJ_EVHTTP_CANCEL_ON_DISCONNECT): stop the
+ * backend work and finish with ECANCELED; a client still there gets 503.
+ * slow_release frees the state. */
 static void slow_cancel(aj_job *job, void *arg)
 {
     struct slow *sl = arg;
 
     sl->d->slow_cancelled++;
-    event_free(sl->timer);
-    free(sl);
+    event_del(sl->timer);
     aj_job_done(job, ECANCELED, NULL);
 }
 
@@ -323,9 +331,14 @@ static void slow_handler(aj_job *job, struct evhttp_request *req, void *arg)
     }
     audit(d, req);
     sl = calloc(1, sizeof *sl);
-    if (!sl || !(sl->timer = evtimer_new(d->base, slow_answered, sl))) {
-        free(sl);
+    if (!sl) {
         /* Finishing with an error without replying: the client gets 500. */
+        aj_job_done(job, ENOMEM, NULL);
+        return;
+    }
+    /* From here the adapter frees sl when it releases the job. */
+    aj_evhttp_set_data(job, sl, slow_release);
+    if (!(sl->timer = evtimer_new(d->base, slow_answered, sl))) {
         aj_job_done(job, ENOMEM, NULL);
         return;
     }
@@ -565,6 +578,12 @@ int main(int argc, char **argv)
     aj_scheduler_set_wait_timeout(s, &wait_timeout);
     aj_scheduler_set_exception_handler(s, on_failure, &d);
     aj_scheduler_set_done_callback(s, on_job_done, &d);
+    /* A /slow whose client left is cancelled at once (its cancel hook
+     * stops the backend work) instead of running on for nobody. */
+    if (aj_evhttp_set_flags(d.http, AJ_EVHTTP_CANCEL_ON_DISCONNECT) < 0) {
+        perror("demo-server: aj_evhttp_set_flags");
+        goto out;
+    }
 
     /* 3. Routes: two atomic ones (jobs), one plain libevent callback. */
     if (aj_atomic(d.http, "/hello", hello_handler, &d) < 0 ||

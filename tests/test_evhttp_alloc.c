@@ -48,10 +48,20 @@ static void resp_cb(struct evhttp_request *req, void *arg)
         event_base_loopexit(base, NULL);
 }
 
+static int data_set, data_released;
+
+static void release_data(void *data)
+{
+    (void)data;
+    data_released++;
+}
+
 static void h_now(aj_job *job, struct evhttp_request *req, void *arg)
 {
     (void)req;
     (void)arg;
+    if (aj_evhttp_set_data(job, &data_set, release_data) == 0)   /* allocates nothing */
+        data_set++;
     aj_evhttp_reply(job, 200, "OK", NULL);
 }
 
@@ -119,10 +129,30 @@ static int scenario(long n)
     check_enomem(s == NULL);
     if (s)
         aj_scheduler_set_limit(s, 2);
+    check_enomem(aj_evhttp_set_flags(http, AJ_EVHTTP_CANCEL_ON_DISCONNECT |
+                                            AJ_EVHTTP_ALLOW_HALF_CLOSE) != 0);
     i = aj_evhttp_add_virtual_host(http, "v.test", vhost);
     check_enomem(i != 0);
-    if (i != 0)
+    if (i != 0) {
         evhttp_free(vhost);          /* not attached: ours to free */
+    } else {
+        check_enomem(aj_evhttp_add_server_alias(vhost, "v-alias.test") != 0);
+        check_enomem(aj_evhttp_set_flags(vhost, AJ_EVHTTP_CANCEL_ON_DISCONNECT) != 0);
+        check_enomem(aj_atomic(vhost, "/now", h_now, NULL) != 0);
+    }
+    {
+        /* a vhost removed and both freed through the adapter */
+        struct evhttp *h2 = evhttp_new(base), *v2 = evhttp_new(base);
+
+        check_enomem(aj_evhttp_setup(v2, base) == NULL);
+        i = aj_evhttp_add_virtual_host(h2, "x.test", v2);
+        check_enomem(i != 0);
+        check_enomem(aj_evhttp_add_server_alias(v2, "y.test") != 0);
+        if (i == 0)
+            ck_assert_int_eq(aj_evhttp_remove_virtual_host(h2, v2), 0);
+        aj_evhttp_free(v2);
+        aj_evhttp_free(h2);
+    }
     check_enomem(aj_atomic(http, "/now", h_now, NULL) != 0);
     check_enomem(aj_atomic(http, "/later", h_later, NULL) != 0);
     check_enomem(aj_atomic(http, "/spawn", h_spawn, NULL) != 0);
@@ -156,15 +186,67 @@ static int scenario(long n)
                       strerror(errno));
         for (i = 0; i < 3; i++)
             evhttp_connection_free(evcon[i]);
-        evhttp_free(http);
-        aj_evhttp_forget(http);      /* ENOENT if nothing was recorded */
+        aj_evhttp_free(http);
     }
     /* let orphaned releases run */
     event_base_loop(base, EVLOOP_NONBLOCK);
     event_base_free(base);
     ck_assert_msg(mem_live == 0, "n=%ld: %ld libaj allocations not freed", n, mem_live);
+    ck_assert_msg(data_set == data_released, "n=%ld: data set %d, released %d", n, data_set,
+                  data_released);
     return mem_failed;
 }
+
+static void user_cb(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    evhttp_send_reply(req, 200, "OK", NULL);
+}
+
+/* Calls that fail for a reason of their own leave no record either (the
+ * revision-1 aj_atomic leaked its registry node here). */
+START_TEST(failed_calls_leave_no_record)
+{
+    struct evhttp *http, *v;
+    struct evhttp_bound_socket *b;
+
+    base = event_base_new();
+    http = evhttp_new(base);
+    v = evhttp_new(base);
+    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+    mem_reset(0);
+    ck_assert_int_eq(evhttp_set_cb(http, "/taken", user_cb, NULL), 0);
+    errno = 0;
+    ck_assert_int_eq(aj_atomic(http, "/taken", h_now, NULL), -1);
+    ck_assert_int_eq(errno, EEXIST);
+    ck_assert_int_eq(mem_live, 0);
+    b = evhttp_bind_socket_with_handle(v, "127.0.0.1", 0);
+    ck_assert_ptr_nonnull(b);
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_add_virtual_host(http, "v.test", v), -1);
+    ck_assert_int_eq(errno, EINVAL);          /* libevent refused: it has sockets */
+    ck_assert_int_eq(mem_live, 0);
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_remove_server_alias(http, "none"), -1);
+    ck_assert_int_eq(errno, ENOENT);
+    ck_assert_int_eq(aj_evhttp_set_flags(http, 0), 0);
+    ck_assert_int_eq(aj_evhttp_set_flags(http, 0x100), -1);
+    ck_assert_int_eq(mem_live, 0);
+    ck_assert_int_eq(aj_evhttp_set_flags(http, AJ_EVHTTP_ALLOW_HALF_CLOSE), 0);
+    ck_assert_int_eq(aj_evhttp_set_flags(http, 0), 0);      /* the record goes */
+    ck_assert_int_eq(mem_live, 0);
+    ck_assert_int_eq(aj_evhttp_add_server_alias(http, "a.test"), 0);
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_add_server_alias(http, "A.TEST"), -1);
+    ck_assert_int_eq(errno, EEXIST);
+    ck_assert_int_eq(aj_evhttp_remove_server_alias(http, "a.test"), 0);
+    ck_assert_int_eq(mem_live, 0);
+    aj_set_mem_functions(NULL, NULL, NULL);
+    aj_evhttp_free(v);
+    aj_evhttp_free(http);
+    event_base_free(base);
+}
+END_TEST
 
 START_TEST(every_allocation_failure_in_the_adapter_is_clean)
 {
@@ -175,6 +257,54 @@ START_TEST(every_allocation_failure_in_the_adapter_is_clean)
     fprintf(stderr, "# evhttp alloc: %d allocation failure points exercised\n", points);
     ck_assert_int_gt(points, 10);
     ck_assert_int_eq(bad_errno, 0);
+}
+END_TEST
+
+/* libevent's own allocator, failing the next allocation on demand (set
+ * before libevent allocates anything, in main). */
+static int ev_fail_next;
+
+static void *ev_malloc(size_t n)
+{
+    if (ev_fail_next) {
+        ev_fail_next = 0;
+        return NULL;
+    }
+    return malloc(n);
+}
+
+static void *ev_realloc(void *p, size_t n)
+{
+    return realloc(p, n);
+}
+
+static void ev_free(void *p)
+{
+    free(p);
+}
+
+/* libevent running out of memory inside evhttp_add_virtual_host (its copy
+ * of the pattern) is ENOMEM, not EEXIST (revision 1 said EEXIST), and
+ * leaves no record; the same call then succeeds. */
+START_TEST(libevent_out_of_memory_in_add_virtual_host_is_enomem)
+{
+    struct evhttp *http, *v;
+
+    base = event_base_new();
+    http = evhttp_new(base);
+    v = evhttp_new(base);
+    aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+    mem_reset(0);
+    ev_fail_next = 1;
+    errno = 0;
+    ck_assert_int_eq(aj_evhttp_add_virtual_host(http, "v.test", v), -1);
+    ck_assert_int_eq(errno, ENOMEM);
+    ck_assert_int_eq(mem_live, 0);
+    ck_assert_int_eq(aj_evhttp_add_virtual_host(http, "v.test", v), 0);
+    aj_evhttp_free(http);             /* frees v with it */
+    ck_assert_int_eq(mem_live, 0);
+    aj_set_mem_functions(NULL, NULL, NULL);
+    event_base_free(base);
 }
 END_TEST
 
@@ -189,9 +319,12 @@ int main(void)
     Suite *su = suite_create("evhttp_alloc");
     TCase *tc = tcase_create("enomem");
 
+    event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
     aj_set_log_callback(quiet);
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, every_allocation_failure_in_the_adapter_is_clean);
+    tcase_add_test(tc, failed_calls_leave_no_record);
+    tcase_add_test(tc, libevent_out_of_memory_in_add_virtual_host_is_enomem);
     suite_add_tcase(su, tc);
     return run_suite(su);
 }

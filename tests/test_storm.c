@@ -23,6 +23,12 @@
  * so every job was released; valgrind / ASan runs of this test check
  * libevent's side.
  *
+ * The storm runs twice: with the server's flags at 0, and with
+ * AJ_EVHTTP_CANCEL_ON_DISCONNECT | AJ_EVHTTP_ALLOW_HALF_CLOSE, where the
+ * slow jobs also carry per-request data (aj_evhttp_set_data) that must be
+ * released exactly once each, and the shutdown callback frees the server
+ * with aj_evhttp_free().  The books must balance both times.
+ *
  *   AJ_STORM_REQUESTS (default 3000)  AJ_STORM_SEED (default 1)
  */
 #include "config.h"
@@ -64,6 +70,8 @@ static int per_kind[NKINDS];
 static int refused, answers_200, answers_503, malformed, good_no_answer;
 static int cut_logged, cut_by_free;  /* the shutdown's grace ran out */
 static int jobs_started, jobs_finished;
+static int data_set, data_released;
+static unsigned storm_flags;
 static char *big_body;
 
 static unsigned rnd(void)
@@ -106,6 +114,12 @@ static void slow_cancel(aj_job *job, void *arg)
     aj_job_done(job, ECANCELED, NULL);
 }
 
+static void release_data(void *data)
+{
+    free(data);
+    data_released++;
+}
+
 static void h_slow(aj_job *job, struct evhttp_request *req, void *arg)
 {
     struct slow *sl = malloc(sizeof *sl);
@@ -114,6 +128,10 @@ static void h_slow(aj_job *job, struct evhttp_request *req, void *arg)
     (void)req;
     (void)arg;
     jobs_started++;
+    if (storm_flags) {
+        ck_assert_int_eq(aj_evhttp_set_data(job, malloc(16), release_data), 0);
+        data_set++;
+    }
     sl->job = job;
     sl->timer = evtimer_new(base, slow_fire, sl);
     evtimer_add(sl->timer, &tv);
@@ -163,7 +181,12 @@ static void on_shutdown(struct evhttp *h, void *arg)
     (void)h;
     (void)arg;
     shutdown_done_called = 1;
-    evhttp_free(http);
+    /* the final counters are still there (SPEC 4.4) */
+    ck_assert_ptr_nonnull(aj_evhttp_get_scheduler_from_server(http));
+    if (storm_flags)
+        aj_evhttp_free(http);
+    else
+        evhttp_free(http);
     http_freed = 1;
     if (finished_clients == total)
         event_base_loopexit(base, NULL);
@@ -390,7 +413,7 @@ static void safety(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(base);
 }
 
-START_TEST(storm_of_disconnects_with_a_shutdown_in_the_middle)
+static void storm(unsigned flags)
 {
     const char *env;
     struct evhttp_bound_socket *b;
@@ -402,6 +425,15 @@ START_TEST(storm_of_disconnects_with_a_shutdown_in_the_middle)
     int k;
 
     signal(SIGPIPE, SIG_IGN);
+    storm_flags = flags;
+    started_clients = finished_clients = inflight = 0;
+    shutdown_called = shutdown_done_called = http_freed = 0;
+    memset(per_kind, 0, sizeof per_kind);
+    refused = answers_200 = answers_503 = malformed = good_no_answer = 0;
+    cut_logged = cut_by_free = 0;
+    jobs_started = jobs_finished = data_set = data_released = 0;
+    nlive = 0;
+    timed_out = 0;
     aj_set_log_callback(storm_log);
     mem_reset(0);                       /* count, refuse nothing */
     aj_set_mem_functions(mem_malloc, mem_realloc, mem_free);
@@ -421,6 +453,7 @@ START_TEST(storm_of_disconnects_with_a_shutdown_in_the_middle)
     port = ntohs(sin.sin_port);
     s = aj_evhttp_setup(http, base);
     ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(aj_evhttp_set_flags(http, flags), 0);
     aj_scheduler_set_limit(s, 4);
     aj_scheduler_set_pending_limit(s, 12);
     aj_scheduler_set_wait_timeout(s, &wt);
@@ -437,13 +470,15 @@ START_TEST(storm_of_disconnects_with_a_shutdown_in_the_middle)
     event_free(safety_ev);
     event_free(kick_ev);
 
-    fprintf(stderr, "# storm: %d requests (seed %u): ", total, seed0);
+    fprintf(stderr, "# storm: %d requests (seed %u, flags %#x): ", total, seed0, flags);
     for (k = 0; k < NKINDS; k++)
         fprintf(stderr, "%s %d, ", kind_names[k], per_kind[k]);
     fprintf(stderr, "\n# storm: answers 200 %d, 503 %d; malformed %d; cut by evhttp_free %d; "
             "good clients dropped %d; refused after shutdown %d; jobs started %d, finished %d\n",
             answers_200, answers_503, malformed, cut_by_free, good_no_answer, refused,
             jobs_started, jobs_finished);
+    if (flags)
+        fprintf(stderr, "# storm: per-request data set %d, released %d\n", data_set, data_released);
 
     if (timed_out) {
         int i;
@@ -459,6 +494,7 @@ START_TEST(storm_of_disconnects_with_a_shutdown_in_the_middle)
     ck_assert_int_gt(answers_200, 0);
     ck_assert_int_gt(answers_503, 0);
     ck_assert_int_eq(jobs_started, jobs_finished);
+    ck_assert_int_eq(data_set, data_released);
     /* every GOOD client before the shutdown got an answer: those dropped
      * can only be ones whose connection was open when the server stopped */
     ck_assert_int_le(good_no_answer, MAX_INFLIGHT);
@@ -469,6 +505,17 @@ START_TEST(storm_of_disconnects_with_a_shutdown_in_the_middle)
     aj_set_mem_functions(NULL, NULL, NULL);
     aj_set_log_callback(NULL);
 }
+
+START_TEST(storm_of_disconnects_with_a_shutdown_in_the_middle)
+{
+    storm(0);
+}
+END_TEST
+
+START_TEST(storm_with_cancel_on_disconnect_and_half_close)
+{
+    storm(AJ_EVHTTP_CANCEL_ON_DISCONNECT | AJ_EVHTTP_ALLOW_HALF_CLOSE);
+}
 END_TEST
 
 int main(void)
@@ -478,6 +525,7 @@ int main(void)
 
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, storm_of_disconnects_with_a_shutdown_in_the_middle);
+    tcase_add_test(tc, storm_with_cancel_on_disconnect_and_half_close);
     suite_add_tcase(su, tc);
     return run_suite(su);
 }

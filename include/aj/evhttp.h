@@ -30,25 +30,66 @@ struct evbuffer;
 
 /*
  * Creates the scheduler of `http` on `base` (configure it with the
- * aj_scheduler_set_* calls).  The adapter owns it: aj_evhttp_shutdown()
- * frees it.  Returns NULL with EINVAL, EEXIST (http has one already) or
- * ENOMEM.
+ * aj_scheduler_set_* calls).  The adapter owns it: aj_evhttp_shutdown(),
+ * aj_evhttp_free() or aj_evhttp_forget() frees it.  Returns NULL with
+ * EINVAL, EEXIST (http has one already) or ENOMEM.
  */
 AJ_EXPORT aj_scheduler *aj_evhttp_setup(struct evhttp *http, struct event_base *base);
 
 /*
  * Adds `vhost` to `parent` exactly as evhttp_add_virtual_host() does and
  * records the relation, so that requests served by vhost resolve to its
- * scheduler, else its nearest parent's.  Returns 0, or -1 with EINVAL,
- * EEXIST (libevent refused: vhost already a vhost) or ENOMEM.
+ * scheduler, else its nearest parent's.  Returns 0, or -1 with EINVAL
+ * (NULL, a cycle, or vhost has bound sockets), EEXIST (vhost is a vhost
+ * already), EBUSY (a shutdown covers either) or ENOMEM (the adapter's or
+ * libevent's allocation failed; nothing recorded).
  */
 AJ_EXPORT int aj_evhttp_add_virtual_host(struct evhttp *parent, const char *pattern,
                                          struct evhttp *vhost);
 
 /*
+ * As evhttp_add_server_alias(), and recorded: requests whose Host matches
+ * `alias` (ignoring case) resolve to http's scheduler, as libevent routes
+ * them to http.  Aliases added to libevent directly are not seen by the
+ * lookups.  Returns 0, or -1 with EINVAL, EEXIST (recorded already) or
+ * ENOMEM.
+ */
+AJ_EXPORT int aj_evhttp_add_server_alias(struct evhttp *http, const char *alias);
+/* As evhttp_remove_server_alias() for an alias added with
+ * aj_evhttp_add_server_alias().  Returns 0, or -1 with EINVAL or ENOENT. */
+AJ_EXPORT int aj_evhttp_remove_server_alias(struct evhttp *http, const char *alias);
+
+/*
+ * As evhttp_remove_virtual_host(), and recorded: `vhost` leaves parent's
+ * tree and keeps its own scheduler, routes and flags; it is a server of its
+ * own from then on, and aj_evhttp_free(vhost) frees both.  Calling
+ * evhttp_remove_virtual_host() directly on a vhost added through the
+ * adapter is a usage error.  Returns 0, or -1 with EINVAL, ENOENT (not a
+ * vhost of parent) or EBUSY (a shutdown covers it).
+ */
+AJ_EXPORT int aj_evhttp_remove_virtual_host(struct evhttp *parent, struct evhttp *vhost);
+
+/*
+ * A hard stop: forgets `http` and its registered vhosts, lets go of their
+ * running jobs (each runs to its end; its reply is dropped, ENOTCONN),
+ * drops the requests they held safely, frees their schedulers and then
+ * evhttp_free(http) (a registered vhost is first removed from its parent).
+ * Calling evhttp_free() directly on a registered server is a usage error
+ * (use this, aj_evhttp_shutdown() or aj_evhttp_forget()): its record would
+ * outlive it.  Called from a shutdown's callback it frees the server and
+ * leaves the rest to the shutdown; called while a shutdown of http (or a
+ * parent) is still draining, that shutdown is abandoned and its callback
+ * never runs.  NULL is ignored.  After it a new evhttp, even one at the
+ * same address, is a stranger to the adapter.
+ */
+AJ_EXPORT void aj_evhttp_free(struct evhttp *http);
+
+/*
  * The scheduler serving `req`: that of the most specific registered server
  * whose alias or pattern matches the request's host (as libevent 2.1's
- * evhttp_find_vhost chooses), else its nearest parent's.  Returns NULL with
+ * evhttp_find_vhost chooses, over the vhosts and aliases added through the
+ * adapter), else its nearest parent's.  Reads only the adapter's records:
+ * never calls libevent on a server, takes no lock every thread shares.  Returns NULL with
  * errno ENOENT, and logs that aj_evhttp_setup() was not called, when none.
  */
 AJ_EXPORT aj_scheduler *aj_evhttp_get_scheduler(struct evhttp_request *req);
@@ -84,7 +125,13 @@ typedef void (*aj_atomic_handler)(aj_job *job, struct evhttp_request *req, void 
  * cancelled and the client gets 503.  If the client goes away first the job
  * still runs to its end and its reply is dropped.  Queue full or scheduler
  * closed: 503 with Retry-After, no job made; no scheduler: 500 and a log.
- * Returns 0, or -1 with EINVAL, EEXIST (path taken) or ENOMEM.
+ * Every reply the adapter makes itself is a fresh response: what the
+ * handler put into the response (headers, part of a body) is discarded
+ * first; it carries Content-Type: text/plain, a short body naming the
+ * status, Retry-After on 503.  See aj_evhttp_set_flags() for clients that
+ * leave or half-close, aj_evhttp_set_data() for per-request state.
+ * Returns 0, or -1 with EINVAL, EEXIST (path taken) or ENOMEM; a failed
+ * call leaves nothing behind.
  */
 AJ_EXPORT int aj_atomic(struct evhttp *http, const char *path, aj_atomic_handler handler,
                         void *arg);
@@ -108,36 +155,82 @@ AJ_EXPORT struct evhttp_request *aj_evhttp_request(const aj_job *job);
  */
 AJ_EXPORT int aj_evhttp_reply(aj_job *job, int code, const char *reason, struct evbuffer *body);
 
+#define AJ_EVHTTP_CANCEL_ON_DISCONNECT 0x1  /* a running atomic job is closed when its client leaves */
+#define AJ_EVHTTP_ALLOW_HALF_CLOSE     0x2  /* EOF from the client is not "left"; only a reset or failed write is */
+
+/*
+ * Per server (a vhost has its own; a request uses the flags of the server
+ * its atomic route was registered on, read when the request arrives).
+ * Default 0: a client that leaves while its job is pending gets the job
+ * discarded; a running job runs to its end and its reply is dropped; EOF
+ * from the client means it left (as nginx decides by default).
+ * AJ_EVHTTP_CANCEL_ON_DISCONNECT: when the adapter notices the client of a
+ * running atomic job left, it closes the job (aj_job_close() with the
+ * scheduler's close timeout): its cancel hook runs from the loop, and
+ * aj_evhttp_request(job) is NULL from then on.  A job still running after
+ * the close timeout is logged ("Job closing timed out"), never reported to
+ * the exception handler.
+ * AJ_EVHTTP_ALLOW_HALF_CLOSE: a client that sends its request and then
+ * shuts down its sending side still gets its reply, and its pending job is
+ * not discarded; a reset or a failed write still means it left.
+ * Returns 0, or -1 with EINVAL (http NULL, unknown bits) or ENOMEM.
+ */
+AJ_EXPORT int aj_evhttp_set_flags(struct evhttp *http, unsigned flags);
+/* The flags of `http` (0 if never set, or NULL). */
+AJ_EXPORT unsigned aj_evhttp_flags(const struct evhttp *http);
+
+/*
+ * Per-request state of an atomic job: release(data) (may be NULL) runs
+ * exactly once, from the loop, when the job is released, whichever way it
+ * ended (reply, error, cancel, client gone, shutdown, aj_evhttp_free).
+ * Setting it again releases nothing: the last data wins and only it is
+ * released.  Allocates nothing.  Returns 0, or -1 with EINVAL (job NULL or
+ * not atomic).
+ */
+AJ_EXPORT int aj_evhttp_set_data(aj_job *job, void *data, void (*release)(void *data));
+/* The data set on an atomic job, or NULL (none, or not atomic). */
+AJ_EXPORT void *aj_evhttp_data(const aj_job *job);
+
 typedef void (*aj_evhttp_cb)(struct evhttp *http, void *arg);
 
 /*
  * Graceful stop of `http` and its registered vhosts: stops accepting new
- * connections, wait-and-closes their schedulers (timeout NULL = each
- * scheduler's wait timeout), answers every request still held by a job with
- * 503 and Retry-After, waits (about 2 s at most) until those answers and the
- * replies jobs sent are written or their connections closed, frees the
- * schedulers, forgets the servers, then calls cb(http, arg) from the loop.
- * After cb the caller may evhttp_free(http); answers still being written
- * when the 2 s ran out (a slow client, a large body) are logged as a
- * warning, and evhttp_free() cuts them.  The schedulers are gone by then:
- * read their final counters (aj_scheduler_get_stats) before, e.g. from a
- * done callback.
+ * connections (requests on connections already open get 503, Retry-After
+ * and Connection: close), wait-and-closes their schedulers (timeout NULL =
+ * each scheduler's wait timeout), answers every request still held by a
+ * job with 503 and Retry-After, waits (about 2 s at most) until those
+ * answers and the replies jobs sent are written or their connections
+ * closed, then calls cb(http, arg) from the loop.
+ * Requests still queued (pending jobs) when it begins: with a zero
+ * `timeout` they are answered 503 at once (the close discards them);
+ * otherwise they start as slots free and run if the drain allows, and
+ * those still queued when it ends get 503.
+ * cb runs while the closed schedulers still exist: inside it
+ * aj_evhttp_get_scheduler_from_server() returns each, so their final
+ * counters (aj_scheduler_get_stats) can be read.  After cb returns the
+ * adapter forgets the servers and frees the schedulers without touching
+ * any server, so cb may evhttp_free(http) or aj_evhttp_free(http) (or the
+ * caller may, later).  Answers still being written when the 2 s ran out (a
+ * slow client, a large body) are logged as a warning, and evhttp_free()
+ * cuts them.  The server's own callbacks stay as the user left them; an
+ * atomic route still registered answers 503 once its records are gone.
  * Returns 0, or -1 with ENOENT (no server in the tree has a scheduler),
- * EINVAL, EALREADY or ENOMEM.
+ * EINVAL, EALREADY (a shutdown covers part of the tree) or ENOMEM; then cb
+ * is never called.
  */
 AJ_EXPORT int aj_evhttp_shutdown(struct evhttp *http, const struct timeval *timeout,
                                  aj_evhttp_cb cb, void *arg);
 
 /*
- * (Extra beyond SPEC.)  For a server freed with evhttp_free() without
- * aj_evhttp_shutdown(): drops the adapter's record of `http` and its
+ * (Extra beyond SPEC.)  For code that must call evhttp_free() itself
+ * (prefer aj_evhttp_free()): after evhttp_free(http), drops the adapter's record of `http` and its
  * registered vhosts without touching them, and frees their schedulers
  * (aj_scheduler_free: jobs still running are let go).  Requests jobs held
  * were already dropped safely by evhttp_free().  Without it the record
  * stays, and a new evhttp at the same address would be refused by
  * aj_evhttp_setup() with EEXIST.  Call it only after evhttp_free(http).
  * Returns 0, or -1 with EINVAL, ENOENT (not known) or EALREADY (a shutdown
- * is running: wait for its callback instead).
+ * covers part of the tree: wait for its callback instead).
  */
 AJ_EXPORT int aj_evhttp_forget(struct evhttp *http);
 
